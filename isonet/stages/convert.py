@@ -1,0 +1,168 @@
+"""Stage ``convert``: any input volume (TIFF, OME-TIFF, ImageJ TIFF, OME-Zarr) to a chunked OME-Zarr.
+
+The input is opened read-only and streamed in slabs of ``chunks[0]`` z-planes, so memory holds
+one slab whatever the size of the volume. Every slab of float data is checked for NaN and
+infinite values before it is written. The output store is written under a temporary name and
+moved into place only when complete, so a killed run leaves no half-written store.
+
+Data type policy: integer and floating point data keep their dtype (in native byte order);
+``bool`` masks are stored as ``uint8`` 0/1, because downstream arithmetic and most viewers do not
+handle a boolean zarr; complex, string, object and structured data are rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import isonet
+from isonet.errors import InputError
+from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume
+
+logger = logging.getLogger(__name__)
+
+
+def stored_dtype(dtype: Any, source: str | os.PathLike) -> np.dtype:
+    """The dtype a volume of ``dtype`` is stored with, in native byte order.
+
+    Parameters
+    ----------
+    dtype : numpy dtype-like
+        Input data type.
+    source : str or path
+        Named in the error message.
+
+    Returns
+    -------
+    dtype : numpy.dtype
+        ``dtype`` itself for integers and floats, ``uint8`` for ``bool``.
+
+    Raises
+    ------
+    InputError
+        For complex, string, object, structured and other non-numeric data.
+
+    Examples
+    --------
+    >>> stored_dtype(">u2", "a.tif"), stored_dtype(bool, "a.tif")
+    (dtype('uint16'), dtype('uint8'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype.kind in "iuf":
+        return dtype.newbyteorder("=")
+    raise InputError(
+        f"{source}: pixel type {dtype} is not supported; save the image as integer or float "
+        "grayscale (e.g. uint16 or float32)"
+    )
+
+
+def _check_finite(slab: np.ndarray, z0: int, source: str | os.PathLike) -> None:
+    if slab.dtype.kind != "f" or np.isfinite(slab).all():
+        return
+    for what, bad, fix in (("NaN", np.isnan, "fill or mask"), ("infinite", np.isinf, "clip or mask")):
+        planes = np.flatnonzero(bad(slab).any(axis=(1, 2)))
+        if planes.size:
+            raise InputError(
+                f"{source}: contains {what} values at z={z0 + int(planes[0])}; {fix} them before running isonet"
+            )
+
+
+def _chunks(chunks: Sequence[int], shape: tuple[int, ...]) -> tuple[int, int, int]:
+    try:
+        c = tuple(int(v) for v in chunks)
+    except (TypeError, ValueError):
+        c = ()
+    if len(c) != 3 or min(c) < 1:
+        raise InputError(f"chunks {chunks!r} is not valid; give three positive integers [z, y, x]")
+    return tuple(min(v, s) for v, s in zip(c, shape))  # type: ignore[return-value]
+
+
+def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
+            chunks: Sequence[int] = (64, 256, 256), voxel_size: Sequence[float] | None = None,
+            compression_level: int = 3, n_levels: int = 2,
+            log: Callable[[str], None] | None = None) -> dict:
+    """Convert a volume to a chunked, zstd-compressed OME-Zarr (NGFF 0.5) with a 2x pyramid.
+
+    Parameters
+    ----------
+    input_path : str or path
+        Anything :func:`isonet.storage.open_volume` reads: ``.tif``/``.tiff``/``.ome.tif``
+        (ImageJ, OME or plain TIFF) or ``.zarr``. Opened read-only, never modified.
+    output_path : str or path
+        OME-Zarr store to write; replaced atomically if it exists.
+    chunks : sequence of 3 int
+        Chunk shape ``(z, y, x)`` (clipped to the volume); ``chunks[0]`` planes are read and
+        written per slab.
+    voxel_size : sequence of 3 float, optional
+        ``(z, y, x)`` in µm; overrides the file's metadata. Needed when the file has none.
+    compression_level : int
+        zstd level.
+    n_levels : int
+        Resolution levels written, level 0 included (each 2x smaller in z, y and x).
+    log : callable, optional
+        Receives progress lines (``"convert: planes 64/256"``); default: ``logging`` at INFO.
+
+    Returns
+    -------
+    summary : dict
+        ``input``, ``output``, ``shape``, ``dtype``, ``voxel_size``, ``voxel_size_source``
+        (``"argument"`` or ``"file"``), ``chunks``, ``level_shapes``.
+
+    Raises
+    ------
+    InputError
+        Unreadable or non-3D input, unsupported dtype, NaN/Inf values, no voxel size, output
+        equal to the input, or an unwritable output location.
+    """
+    say = log if log is not None else logger.info
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise InputError(f"{output_path}: output would overwrite the input; choose another output path")
+
+    volume, file_voxel_size, close = open_volume(input_path)
+    try:
+        shape = tuple(int(s) for s in volume.shape)
+        dtype = stored_dtype(volume.dtype, input_path)
+        if voxel_size is not None:
+            voxel_size = check_voxel_size(voxel_size, input_path)
+            source = "argument"
+            if file_voxel_size is not None and not np.allclose(voxel_size, file_voxel_size, rtol=1e-6):
+                say(f"convert: voxel size {voxel_size} µm overrides {file_voxel_size} µm from {input_path}")
+        elif file_voxel_size is not None:
+            voxel_size, source = file_voxel_size, "file"
+        else:
+            raise InputError(
+                f"{input_path}: no voxel size in the file metadata; "
+                "set voxel_size: [z, y, x] (µm) for this sample in the config"
+            )
+        chunks = _chunks(chunks, shape)
+        provenance = {
+            "stage": "convert", "source": str(input_path), "source_dtype": str(np.dtype(volume.dtype)),
+            "voxel_size_source": source, "isonet_version": isonet.__version__,
+        }
+        say(f"convert: {input_path} -> {output_path}: shape {shape} {dtype}, voxel size {voxel_size} µm, "
+            f"chunks {chunks}")
+        with atomic_path(output_path) as tmp:
+            _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size,
+                                        compression_level=compression_level, provenance=provenance)
+            for z0 in range(0, shape[0], chunks[0]):
+                z1 = min(z0 + chunks[0], shape[0])
+                slab = np.asarray(volume[z0:z1])
+                _check_finite(slab, z0, input_path)
+                level0[z0:z1] = slab.astype(dtype, copy=False)
+                say(f"convert: planes {z1}/{shape[0]}")
+            level_shapes = build_pyramid(tmp, n_levels=n_levels, log=lambda m: say(f"convert: {m}"))
+    finally:
+        close()
+    return {
+        "input": str(input_path), "output": str(output_path), "shape": shape, "dtype": str(dtype),
+        "voxel_size": tuple(voxel_size), "voxel_size_source": source, "chunks": chunks,
+        "level_shapes": level_shapes,
+    }
