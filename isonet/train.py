@@ -37,6 +37,9 @@ class TrainConfig:
     flip_axes: tuple[int, ...] = ()
     seed: int = 0
     device: str = "auto"
+    #: ``auto`` uses bfloat16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs),
+    #: about 3× faster on such CPUs; weights and the optimiser stay float32.
+    precision: str = "auto"
 
 
 @dataclass
@@ -103,9 +106,12 @@ def fit(
     """
     if X.shape != Y.shape or X.ndim != 3:
         raise ValueError(f"X and Y must both be (N, H, W), got {X.shape} and {Y.shape}")
+    from .predict import resolve_precision
+
     device = pick_device(config.device)
+    amp_dtype = torch.bfloat16 if resolve_precision(config.precision, device) == "bf16" else None
     torch.manual_seed(config.seed)
-    model.to(device)
+    model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = state or TrainState()
     if state.model is not None:
@@ -129,12 +135,15 @@ def fit(
             for d in flip_dims:
                 if rng.random() < 0.5:
                     xb, yb = torch.flip(xb, (d,)), torch.flip(yb, (d,))
+            xb = xb.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
-            loss = psnr_loss(model(xb), yb)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                pred = model(xb)
+            loss = psnr_loss(pred, yb)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val_loss = evaluate_loss(model, Xv, Yv, config.batch_size) if len(val_idx) else float("nan")
+        val_loss = evaluate_loss(model, Xv, Yv, config.batch_size, amp_dtype) if len(val_idx) else float("nan")
         record = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
@@ -159,12 +168,17 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, batch_size: int) -> float:
+def evaluate_loss(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, batch_size: int, amp_dtype: torch.dtype | None = None
+) -> float:
     """Mean PSNR loss of ``model`` (in eval mode, no dropout) over ``(X, Y)``."""
     was_training = model.training
     model.eval()
     total = 0.0
     for b in range(0, len(X), batch_size):
-        total += psnr_loss(model(X[b : b + batch_size]), Y[b : b + batch_size]).item() * len(X[b : b + batch_size])
+        xb = X[b : b + batch_size].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(X.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = model(xb)
+        total += psnr_loss(pred, Y[b : b + batch_size]).item() * len(xb)
     model.train(was_training)
     return total / len(X)
