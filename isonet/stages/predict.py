@@ -1,0 +1,154 @@
+"""Stage ``predict``: block-wise axial restoration over dask, written block by block into Zarr.
+
+The output grid is split into blocks (whole multiples of the output chunks, so no two tasks
+write the same chunk). Each dask task reads its block's window from the input with a halo of at
+least the network's receptive radius plus the interpolation support, restores it and writes the
+block into the output array. The store is built under ``<output>.partial``; a finished block
+leaves a marker there, so a killed run resumes where it stopped. The store is moved to
+``output`` when every block is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import dask
+import numpy as np
+import torch
+
+import isonet
+from isonet.errors import InputError
+from isonet.modelfile import load_model
+from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
+from isonet.stages.common import Progress, axial_factor
+from isonet.storage import create_ome_zarr, read_ome_zarr
+from isonet.train import pick_device
+
+logger = logging.getLogger(__name__)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-int(n) // m) * m
+
+
+def predict_stage(
+    input_zarr,
+    model_path,
+    output_zarr,
+    chunks=(64, 128, 128),
+    block=(128, 256, 256),
+    combine: str = "mean",
+    batch_size: int = 8,
+    device: str = "auto",
+    precision: str = "auto",
+    workers: int = 1,
+    threads: int | None = None,
+    compression_level: int = 3,
+    subsample: int | None = None,
+) -> dict:
+    """Restore ``input_zarr`` with the model at ``model_path`` into the OME-Zarr ``output_zarr``.
+
+    Parameters
+    ----------
+    chunks : (z, y, x)
+        Output chunk shape (rounded up to the network's size multiple).
+    block : (z, y, x)
+        Output block computed by one task (rounded up to a multiple of ``chunks``). Larger
+        blocks waste less work on halos but need more memory: about
+        ``4 * prod(block + 2 * halo)`` bytes per worker, times a few for the slices.
+    combine : {"mean", "geometric"}
+        How the xz and yz restorations are combined.
+    workers : int
+        Blocks computed at once (dask threads); torch uses ``threads // workers`` threads each.
+    subsample : int, optional
+        Axial factor; default from the input's voxel sizes. Must equal the model's.
+    """
+    if threads:
+        torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
+    source, voxel_size = read_ome_zarr(input_zarr)
+    model, meta = load_model(model_path)
+    factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
+    if factor != meta["factor"]:
+        raise InputError(
+            f"{input_zarr}: axial factor {factor} differs from the model's ({meta['factor']}, {model_path}); "
+            "use a model trained on data with the same z step"
+        )
+    dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
+    model = prepare_model(model, dev)
+    m = int(model.size_multiple)
+    out_shape = iso_shape(source.shape, factor)
+    chunks = tuple(min(_round_up(c, m), _round_up(s, m)) for c, s in zip(chunks, out_shape))
+    block = tuple(min(_round_up(b, c), _round_up(s, c)) for b, c, s in zip(block, chunks, out_shape))
+    halo = int(meta["halo"]) + 4  # receptive radius + cubic support (2 input planes), on the size grid
+    halo = _round_up(halo, m)
+    out_vs = (voxel_size[0] / factor, voxel_size[1], voxel_size[2])
+    norm = meta["normalization"]
+
+    output_zarr = Path(output_zarr)
+    partial = output_zarr.with_name(output_zarr.name + ".partial")
+    signature = {
+        "input": str(Path(input_zarr).resolve()), "model_sha": _sha(model_path), "shape": out_shape,
+        "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
+    }
+    done_dir = partial / ".isonet-done"
+    if partial.exists():
+        old = _read_signature(partial)
+        if old != json.loads(json.dumps(signature)):
+            logger.info("predict: discarding %s (different input, model or settings)", partial)
+            shutil.rmtree(partial)
+    if not partial.exists():
+        create_ome_zarr(
+            partial, out_shape, np.float32, chunks, out_vs, name="restored", compression_level=compression_level,
+            provenance={"stage": "predict", "model": str(model_path), "isonet_version": isonet.__version__, **signature},
+        )
+        done_dir.mkdir()
+        (partial / ".isonet-signature.json").write_text(json.dumps(signature))
+    out, _ = read_ome_zarr(partial)
+
+    blocks = list(block_ranges(out_shape, block))
+    todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
+    logger.info(
+        "predict: %s -> %s voxels %s µm, factor %d, %d blocks of %s (%d to do), halo %d, %s on %s, %s",
+        source.shape, out_shape, tuple(round(v, 5) for v in out_vs), factor, len(blocks), block, len(todo), halo,
+        prec, dev, combine,
+    )
+    progress = Progress("predict: blocks", len(todo))
+
+    def run_block(i, ranges):
+        restored = restore_block(model, source, factor, ranges, norm, halo, combine, batch_size, dev, prec)
+        out[tuple(slice(a, b) for a, b in ranges)] = restored
+        (done_dir / str(i)).touch()
+        progress.advance()
+        return i
+
+    tasks = [dask.delayed(run_block)(i, r) for i, r in todo]
+    dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+
+    shutil.rmtree(done_dir)
+    (partial / ".isonet-signature.json").unlink()
+    if output_zarr.exists():
+        shutil.rmtree(output_zarr)
+    os.replace(partial, output_zarr)
+    logger.info("predict: wrote %s", output_zarr)
+    return {"shape": out_shape, "voxel_size": out_vs, "blocks": len(blocks), "factor": factor}
+
+
+def _sha(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()[:16]
+
+
+def _read_signature(partial: Path):
+    try:
+        return json.loads((partial / ".isonet-signature.json").read_text())
+    except (OSError, ValueError):
+        return None
