@@ -107,6 +107,37 @@ def threshold_intermodes(image: np.ndarray, nbins: int = 256, max_iter: int = 10
     )
 
 
+def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple[float, str]:
+    """Intermodes threshold, or Otsu's when the histogram has no two modes to split.
+
+    Blurry volumes (e.g. a plain cubic upsampling of an anisotropic stack) often have a
+    unimodal histogram on which Intermodes is undefined; the segmentation of such a volume still
+    needs a threshold to be compared with others, and Otsu's is the standard choice.
+
+    Returns
+    -------
+    threshold : float
+    method : str
+        ``"intermodes"`` or ``"otsu"``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.concatenate([rng.normal(50, 8, 5000), rng.normal(200, 8, 5000)])
+    >>> t, how = global_threshold(v)
+    >>> how, bool(110 < t < 140)
+    ('intermodes', True)
+    """
+    try:
+        return threshold_intermodes(volume), "intermodes"
+    except InputError:
+        if fallback != "otsu":
+            raise
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(np.asarray(volume))), "otsu"
+
+
 def segment_nuclei(
     volume: np.ndarray,
     threshold: float | None = None,
@@ -132,7 +163,8 @@ def segment_nuclei(
     volume : ndarray, shape (z, y, x)
         Float or integer intensities, bright nuclei on a dark background.
     threshold : float, optional
-        Global intensity threshold; default :func:`threshold_intermodes` of ``volume``.
+        Global intensity threshold; default :func:`global_threshold` of ``volume`` (Intermodes,
+        Otsu where the histogram is not bimodal).
     min_distance : int, optional
         Smallest distance in voxels between two nucleus centres; nearer seeds are merged. Set it
         below the smallest nucleus radius you expect.
@@ -174,7 +206,7 @@ def segment_nuclei(
     if volume.dtype == bool:
         volume = volume.view(np.uint8)
     if threshold is None:
-        threshold = threshold_intermodes(volume)
+        threshold, _ = global_threshold(volume)
     elif not np.isfinite(threshold):
         raise InputError(f"segment_nuclei: threshold must be finite, got {threshold}")
 

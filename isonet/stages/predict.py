@@ -20,6 +20,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import torch
+import zarr
 
 import isonet
 from isonet.errors import InputError
@@ -109,7 +110,7 @@ def predict_stage(
         )
         done_dir.mkdir()
         (partial / ".isonet-signature.json").write_text(json.dumps(signature))
-    out, _ = read_ome_zarr(partial)
+    out = zarr.open_array(partial / "0", mode="r+")
 
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from isonet.segment import segment_nuclei, segmentation_summary, threshold_intermodes
+from isonet.segment import global_threshold, segment_nuclei, segmentation_summary
 from isonet.storage import atomic_path, build_pyramid, create_ome_zarr, read_ome_zarr, write_json
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,9 @@ def segment_stage(
     """
     array, voxel_size = read_ome_zarr(image_zarr)
     volume = np.asarray(array[:], dtype=np.float32)
-    thr = threshold_intermodes(volume) if threshold is None else float(threshold)
+    thr, method = global_threshold(volume) if threshold is None else (float(threshold), "given")
     labels = segment_nuclei(volume, threshold=thr, min_distance=min_distance, min_size=min_size)
-    summary = {"threshold": thr, **segmentation_summary(labels)}
+    summary = {"threshold": thr, "threshold_method": method, **segmentation_summary(labels)}
     with atomic_path(labels_zarr) as tmp:
         _, level0 = create_ome_zarr(tmp, labels.shape, np.int32, array.chunks, voxel_size, name="labels",
                                     provenance={"stage": "segment", "source": str(image_zarr), **summary})
@@ -33,5 +33,5 @@ def segment_stage(
         build_pyramid(tmp, n_levels=pyramid_levels, method="nearest")
     if summary_json:
         write_json(summary_json, summary)
-    logger.info("segment: threshold %.4g, %d objects -> %s", thr, summary["n_objects"], labels_zarr)
+    logger.info("segment: %s threshold %.4g, %d objects -> %s", method, thr, summary["n_objects"], labels_zarr)
     return summary
