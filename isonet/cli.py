@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--levels", type=int, default=3)
     s.add_argument("--tiff", default=None, help="also export this TIFF")
 
+    s = sub.add_parser("export-tiff", help="export an OME-Zarr image (level 0) to TIFF, plane by plane")
+    s.add_argument("zarr")
+    s.add_argument("tiff")
+
     s = sub.add_parser("segment", help="nuclei segmentation (intermodes + EDT watershed)")
     s.add_argument("image_zarr")
     s.add_argument("labels_zarr")
@@ -174,6 +178,11 @@ def run(args: argparse.Namespace):
         from isonet.stages.stitch import stitch_stage
 
         return stitch_stage(args.predicted_zarr, args.output_zarr, args.levels, args.tiff)
+    if c == "export-tiff":
+        from isonet.storage import export_tiff, read_ome_zarr
+
+        array, voxel_size = read_ome_zarr(args.zarr)
+        return export_tiff(array, args.tiff, voxel_size)
     if c == "segment":
         from isonet.stages.segment import segment_stage
 
