@@ -43,7 +43,7 @@ class IsoNet1(nn.Module):
         # no gradient). Start them as a pass-through of positive activations instead.
         nn.init.constant_(self.body[-2].weight, 1.0)
         nn.init.zeros_(self.body[-2].bias)
-        nn.init.constant_(self.body[-5].bias, 0.1)
+        nn.init.constant_(self.body[-4].bias, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

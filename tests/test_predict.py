@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+
+from isonet.nets import IsoNet1, IsoNet2, build_network, halo_for
+from isonet.patches import Normalization
+from isonet.predict import (
+    block_ranges,
+    iso_shape,
+    predict_slices,
+    prepare_model,
+    restore_block,
+    restore_volume,
+)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return prepare_model(build_network("isonet2"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def volume():
+    rng = np.random.default_rng(0)
+    return (rng.random((13, 45, 50)) * 1000 + 100).astype(np.float32)
+
+
+def test_isonet2_architecture():
+    net = IsoNet2()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 16, (7, 7)), (16, 32, (7, 7)), (32, 64, (7, 7)), (96, 32, (7, 7)), (48, 16, (7, 7)), (16, 1, (1, 1)),
+    ]
+    drops = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == 0.2 for p in drops)
+    # residual: with the last layer zeroed the network is the identity
+    torch.nn.init.zeros_(net.out.weight); torch.nn.init.zeros_(net.out.bias)
+    x = torch.rand(2, 1, 16, 24)
+    assert torch.equal(net.eval()(x), x)
+
+
+def test_isonet1_architecture():
+    convs = [m for m in IsoNet1().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(64, (9, 9)), (32, (5, 5)), (1, (5, 5)), (1, (1, 1))]
+
+
+@pytest.mark.parametrize("name", ["isonet2", "isonet1"])
+def test_declared_receptive_radius_bounds_the_true_one(name):
+    torch.manual_seed(1)
+    net = build_network(name).eval()
+    x = torch.rand(1, 1, 160, 160)
+    with torch.no_grad():
+        for pos in (80, 81, 82, 83):
+            x2 = x.clone()
+            x2[0, 0, pos, pos] += 10
+            d = (net(x2) - net(x)).abs()[0, 0]
+            changed = torch.nonzero(d > 0)
+            if len(changed):
+                assert (changed - pos).abs().max() <= net.receptive_radius
+    assert halo_for(net) % net.size_multiple == 0 and halo_for(net) >= net.receptive_radius
+
+
+def test_blockwise_equals_whole_volume(net, volume):
+    norm = Normalization(100.0, 1100.0)
+    halo = halo_for(net) + 4
+    full = restore_volume(net, volume, 4, norm, halo)
+    assert full.shape == iso_shape(volume.shape, 4) == (49, 45, 50)
+    out = np.full_like(full, np.nan)
+    blocks = list(block_ranges(full.shape, (20, 16, 24)))  # none divides the volume
+    assert len(blocks) == 3 * 3 * 3
+    for r in blocks:
+        out[tuple(slice(a, b) for a, b in r)] = restore_block(net, volume, 4, r, norm, halo)
+    assert not np.isnan(out).any()
+    assert np.abs(out - full).max() <= 1e-4 * (volume.max() - volume.min())
+
+
+def test_too_small_halo_shows_seams(net, volume):
+    # guards the test above against passing trivially
+    norm = Normalization(100.0, 1100.0)
+    full = restore_volume(net, volume, 4, norm, halo_for(net))
+    out = np.zeros_like(full)
+    for r in block_ranges(full.shape, (20, 16, 24)):
+        out[tuple(slice(a, b) for a, b in r)] = restore_block(net, volume, 4, r, norm, 4)
+    assert np.abs(out - full).max() > 1e-3 * (volume.max() - volume.min())
+
+
+def test_block_start_must_be_on_pooling_grid(net, volume):
+    with pytest.raises(ValueError, match="multiples of 4"):
+        restore_block(net, volume, 4, ((2, 10), (0, 16), (0, 16)), Normalization(0, 1), 40)
+
+
+def test_predict_slices_pads_odd_sizes(net):
+    s = np.random.default_rng(3).random((3, 23, 30)).astype(np.float32)
+    out = predict_slices(net, s)
+    assert out.shape == s.shape and out.dtype == np.float32
+
+
+def test_bf16_close_to_fp32(net, volume):
+    norm = Normalization(100.0, 1100.0)
+    a = restore_volume(net, volume, 4, norm, 40, precision="fp32")
+    b = restore_volume(net, volume, 4, norm, 40, precision="bf16")
+    assert np.abs(a - b).max() <= 0.02 * (norm.high - norm.low)
+
+
+def test_geometric_combine_is_bounded_by_mean(net, volume):
+    norm = Normalization(100.0, 1100.0)
+    m = restore_volume(net, volume, 4, norm, 40, combine="mean")
+    g = restore_volume(net, volume, 4, norm, 40, combine="geometric")
+    # AM-GM in normalised units (both passes clipped at 0 for the geometric mean)
+    assert np.all(norm.apply(g) <= np.clip(norm.apply(m), 0, None) + 1e-4)
