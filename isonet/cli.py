@@ -116,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("zarr")
     s.add_argument("tiff")
 
+    s = sub.add_parser("benchmark-cell", help="one synthetic benchmark cell (phantom, PSF, stack) -> JSON")
+    s.add_argument("out_json")
+    s.add_argument("--phantom", required=True, choices=["nuclei", "membranes", "both"])
+    s.add_argument("--psf-name", required=True, help="name of the PSF in the table")
+    s.add_argument("--psf-kind", required=True)
+    s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
+    s.add_argument("--stack", type=int, default=0)
+    s.add_argument("--settings", type=_json, default=None, help="JSON dict of isonet.benchmark.CellSettings")
+    s.add_argument("--threads", type=int, default=None)
+
+    s = sub.add_parser("benchmark-table", help="benchmark cell JSONs -> Table 1 (markdown)")
+    s.add_argument("cell_jsons", nargs="+")
+    s.add_argument("--out-md", required=True)
+    s.add_argument("--notes", default=None, help="markdown file appended to the table")
+
     s = sub.add_parser("segment", help="nuclei segmentation (intermodes + EDT watershed)")
     s.add_argument("image_zarr")
     s.add_argument("labels_zarr")
@@ -183,6 +198,18 @@ def run(args: argparse.Namespace):
 
         array, voxel_size = read_ome_zarr(args.zarr)
         return export_tiff(array, args.tiff, voxel_size)
+    if c == "benchmark-cell":
+        from isonet.stages.benchmark import benchmark_cell_stage
+
+        return benchmark_cell_stage(args.out_json, args.phantom, args.psf_name, args.psf_kind, args.psf_params,
+                                    args.stack, args.settings, args.threads)
+    if c == "benchmark-table":
+        from pathlib import Path
+
+        from isonet.stages.benchmark import benchmark_table_stage
+
+        notes = Path(args.notes).read_text() if args.notes else None
+        return benchmark_table_stage(args.cell_jsons, args.out_md, notes)
     if c == "segment":
         from isonet.stages.segment import segment_stage
 
