@@ -40,6 +40,9 @@ class TrainConfig:
     #: ``auto`` uses bfloat16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs),
     #: about 3× faster on such CPUs; weights and the optimiser stay float32.
     precision: str = "auto"
+    #: Halve the learning rate when the validation loss has not improved for this many epochs
+    #: (None: constant rate, as in the paper).
+    lr_patience: int | None = None
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     model: dict | None = None
     optimizer: dict | None = None
+    scheduler: dict | None = None
     best_model: dict | None = None
     best_val_loss: float = math.inf
 
@@ -113,10 +117,15 @@ def fit(
     torch.manual_seed(config.seed)
     model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = None
+    if config.lr_patience is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
     state = state or TrainState()
     if state.model is not None:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
     train_idx, val_idx = split_validation(len(X), config.validation_fraction, config.seed)
     Xt = torch.from_numpy(np.ascontiguousarray(X[:, None]))
     Yt = torch.from_numpy(np.ascontiguousarray(Y[:, None]))
@@ -149,7 +158,10 @@ def fit(
             "train_loss": float(np.mean(losses)),
             "val_loss": val_loss,
             "seconds": round(time.perf_counter() - t0, 3),
+            "learning_rate": optimizer.param_groups[0]["lr"],
         }
+        if scheduler is not None and np.isfinite(val_loss):
+            scheduler.step(val_loss)
         state.history.append(record)
         improved = not (val_loss >= state.best_val_loss)  # nan (no validation) counts as improved
         if improved:
@@ -158,6 +170,7 @@ def fit(
         state.epoch = epoch + 1
         state.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         state.optimizer = optimizer.state_dict()
+        state.scheduler = scheduler.state_dict() if scheduler is not None else None
         log(
             f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.3f}, "
             f"val loss {val_loss:.3f}{' (best)' if improved else ''}, {record['seconds']:.1f} s"

@@ -44,6 +44,7 @@ def train_stage(
     precision: str = "auto",
     seed: int = 0,
     threads: int | None = None,
+    lr_patience: int | None = None,
 ) -> dict:
     """Train and write the model file and the training curve (TSV: epoch, losses, seconds).
 
@@ -59,7 +60,7 @@ def train_stage(
     flips = tuple(int(a) for a in psf_info.get("commuting_flips", ()))
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, validation_fraction=validation_fraction,
-        flip_axes=flips, seed=seed, device=device, precision=precision,
+        flip_axes=flips, seed=seed, device=device, precision=precision, lr_patience=lr_patience,
     )
     settings = {"architecture": architecture, "dropout": dropout, **config.__dict__}
     settings["flip_axes"] = list(flips)
@@ -91,8 +92,9 @@ def train_stage(
         dropout=dropout, psf=psf_info, patches=meta, training=settings, best_val_loss=state.best_val_loss,
         epochs_trained=state.epoch, isonet_version=isonet.__version__,
     )
-    rows = ["epoch\ttrain_loss\tval_loss\tseconds"] + [
-        f"{r['epoch']}\t{r['train_loss']:.5f}\t{r['val_loss']:.5f}\t{r['seconds']}" for r in state.history
+    rows = ["epoch\ttrain_loss\tval_loss\tseconds\tlearning_rate"] + [
+        f"{r['epoch']}\t{r['train_loss']:.5f}\t{r['val_loss']:.5f}\t{r['seconds']}\t{r.get('learning_rate', '')}"
+        for r in state.history
     ]
     write_text(curve_tsv, "\n".join(rows) + "\n")
     logger.info("train: best validation loss %.3f (PSNR %.2f dB) -> %s", state.best_val_loss, -state.best_val_loss, model_out)
