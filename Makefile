@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test slurm-test install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+
+# The workflow on a real single-node SLURM (tests/slurm/): installs slurm-wlm and munge with
+# apt-get when missing (root), starts the daemons, runs the tiny config through profiles/slurm.
+slurm-test: $(STAMP)
+	ISONET_SLURM_TEST=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -s -rs tests/slurm
 
 clean:
 	rm -rf results resources logs .snakemake

@@ -151,6 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subsample", type=_opt_int, default=None)
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
+
+    s = sub.add_parser("orthoviews", help="report figure: xy/xz/yz views of input, restoration and GT (PNG)")
+    s.add_argument("out_png")
+    s.add_argument("--input", required=True, help="converted input OME-Zarr")
+    s.add_argument("--restored", required=True, help="restored OME-Zarr")
+    s.add_argument("--gt", default=None, help="ground truth on the isotropic grid (TIFF or OME-Zarr)")
+    s.add_argument("--title", default=None)
+    s.add_argument("--max-plane-size", type=int, default=1024, help="largest plane side drawn (pyramid level)")
+
+    s = sub.add_parser("training-curve", help="report figure: training.tsv as a PNG")
+    s.add_argument("curve_tsv")
+    s.add_argument("out_png")
+    s.add_argument("--title", default=None)
+
+    s = sub.add_parser("metrics-table", help="report table: metrics.json as HTML")
+    s.add_argument("metrics_json")
+    s.add_argument("out_html")
+    s.add_argument("--title", default=None)
     return p
 
 
@@ -221,6 +239,18 @@ def run(args: argparse.Namespace):
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
                               args.min_size)
+    if c == "orthoviews":
+        from isonet.stages.report import orthoviews_stage
+
+        return orthoviews_stage(args.out_png, args.input, args.restored, args.gt, args.title, args.max_plane_size)
+    if c == "training-curve":
+        from isonet.stages.report import training_curve_stage
+
+        return training_curve_stage(args.curve_tsv, args.out_png, args.title)
+    if c == "metrics-table":
+        from isonet.stages.report import metrics_table_stage
+
+        return metrics_table_stage(args.metrics_json, args.out_html, args.title)
     raise AssertionError(c)
 
 

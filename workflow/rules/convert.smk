@@ -3,13 +3,23 @@ rule convert:
         sample_input,
     output:
         directory(f"{RESULTS}/{{sample}}/input.ome.zarr"),
-    params:
-        chunks=" ".join(str(c) for c in config["convert"]["chunks"]),
-        level=config["convert"]["compression_level"],
-        voxel_size=voxel_size_arg,
     log:
         "logs/{sample}/convert.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/convert.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("convert")
+    resources:
+        mem_mb=rule_mem_mb("convert"),
+        runtime=rule_runtime("convert"),
+    params:
+        c=settings("convert"),
+        chunks=lambda wildcards: join(
+            sample_settings(wildcards.sample, "convert")["chunks"]
+        ),
+        voxel_size=voxel_size_arg,
     shell:
-        "isonet convert {input} {output} --chunks {params.chunks} --compression-level {params.level}"
-        " {params.voxel_size} > {log} 2>&1"
+        "isonet convert {input:q} {output:q} --chunks {params.chunks}"
+        " --compression-level {params.c[compression_level]} --levels {params.c[pyramid_levels]}"
+        " {params.voxel_size} > {log:q} 2>&1"

@@ -4,16 +4,25 @@ rule patches:
         psf=f"{RESULTS}/{{sample}}/psf/psf.npz",
     output:
         f"{RESULTS}/{{sample}}/train/patches.npz",
-    params:
-        c=config["patches"],
-        subsample=subsample_arg,
-        percentiles=" ".join(str(p) for p in config["patches"]["norm_percentiles"]),
     log:
         "logs/{sample}/patches.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/patches.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("patches")
+    resources:
+        mem_mb=rule_mem_mb("patches"),
+        runtime=rule_runtime("patches"),
+    params:
+        c=settings("patches"),
+        subsample=subsample_arg,
+        percentiles=lambda wildcards: join(
+            sample_settings(wildcards.sample, "patches")["norm_percentiles"]
+        ),
     shell:
-        "isonet patches {input.zarr} {input.psf} {output} {params.subsample}"
+        "isonet patches {input.zarr:q} {input.psf:q} {output:q} {params.subsample}"
         " --n-patches {params.c[n_patches]} --patch-size {params.c[patch_size]}"
         " --foreground-percentile {params.c[foreground_percentile]}"
         " --foreground-fraction {params.c[foreground_fraction]}"
-        " --norm-percentiles {params.percentiles} --seed {params.c[seed]} > {log} 2>&1"
+        " --norm-percentiles {params.percentiles} --seed {params.c[seed]} > {log:q} 2>&1"

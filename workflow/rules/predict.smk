@@ -1,19 +1,31 @@
 rule predict:
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
-        model=f"{RESULTS}/{{sample}}/train/model.pt",
+        model=model_input,
     output:
         directory(f"{RESULTS}/{{sample}}/predict/predicted.ome.zarr"),
-    params:
-        c=config["predict"],
-        chunks=" ".join(str(c) for c in config["predict"]["chunks"]),
-        block=" ".join(str(c) for c in config["predict"]["block"]),
-        subsample=subsample_arg,
     log:
         "logs/{sample}/predict.log",
-    threads: workflow.cores
+    benchmark:
+        "logs/benchmarks/{sample}/predict.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("predict")
+    resources:
+        **gpu_resources("predict"),
+        mem_mb=rule_mem_mb("predict"),
+        runtime=rule_runtime("predict"),
+    params:
+        c=settings("predict"),
+        chunks=lambda wildcards: join(
+            sample_settings(wildcards.sample, "predict")["chunks"]
+        ),
+        block=lambda wildcards: join(
+            sample_settings(wildcards.sample, "predict")["block"]
+        ),
+        subsample=subsample_arg,
     shell:
-        "isonet predict {input.zarr} {input.model} {output} --chunks {params.chunks} --block {params.block}"
-        " --combine {params.c[combine]} --batch-size {params.c[batch_size]} --device {params.c[device]}"
-        " --precision {params.c[precision]} --workers {params.c[workers]} --threads {threads}"
-        " {params.subsample} > {log} 2>&1"
+        "isonet predict {input.zarr:q} {input.model:q} {output:q} --chunks {params.chunks}"
+        " --block {params.block} --combine {params.c[combine]} --batch-size {params.c[batch_size]}"
+        " --device {params.c[device]} --precision {params.c[precision]} --workers {params.c[workers]}"
+        " --threads {threads} {params.subsample} > {log:q} 2>&1"

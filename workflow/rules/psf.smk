@@ -1,14 +1,25 @@
 rule psf:
+    input:
+        bead=psf_file_input,
     output:
         npz=f"{RESULTS}/{{sample}}/psf/psf.npz",
         json=f"{RESULTS}/{{sample}}/psf/psf.json",
-    params:
-        kind=config["psf"]["kind"],
-        params=as_json(config["psf"]["params"]),
-        mode=config["psf"]["mode"],
     log:
         "logs/{sample}/psf.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/psf.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("psf")
+    resources:
+        mem_mb=rule_mem_mb("psf"),
+        runtime=rule_runtime("psf"),
+    params:
+        c=settings("psf"),
+        psf_params=lambda wildcards: quoted_json(
+            sample_settings(wildcards.sample, "psf")["params"]
+        ),
+        measured=psf_file_arg,
     shell:
-        "isonet psf --out-npz {output.npz} --out-json {output.json} --kind {params.kind}"
-        " --params {params.params} --mode {params.mode} > {log} 2>&1"
+        "isonet psf --out-npz {output.npz:q} --out-json {output.json:q} --kind {params.c[kind]}"
+        " --params {params.psf_params} --mode {params.c[mode]} {params.measured} > {log:q} 2>&1"

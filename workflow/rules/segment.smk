@@ -4,11 +4,18 @@ rule segment:
     output:
         labels=directory(f"{RESULTS}/{{sample}}/labels.ome.zarr"),
         summary=f"{RESULTS}/{{sample}}/labels.json",
-    params:
-        c=config["segment"],
     log:
         "logs/{sample}/segment.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/segment.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("segment")
+    resources:
+        mem_mb=rule_mem_mb("segment"),
+        runtime=rule_runtime("segment"),
+    params:
+        c=settings("segment"),
     shell:
-        "isonet segment {input} {output.labels} --summary-json {output.summary}"
-        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]} > {log} 2>&1"
+        "isonet segment {input:q} {output.labels:q} --summary-json {output.summary:q}"
+        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]} > {log:q} 2>&1"

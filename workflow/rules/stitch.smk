@@ -3,13 +3,20 @@ rule stitch:
         f"{RESULTS}/{{sample}}/predict/predicted.ome.zarr",
     output:
         directory(f"{RESULTS}/{{sample}}/restored.ome.zarr"),
-    params:
-        levels=config["stitch"]["pyramid_levels"],
     log:
         "logs/{sample}/stitch.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/stitch.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("stitch")
+    resources:
+        mem_mb=rule_mem_mb("stitch"),
+        runtime=rule_runtime("stitch"),
+    params:
+        c=settings("stitch"),
     shell:
-        "isonet stitch {input} {output} --levels {params.levels} > {log} 2>&1"
+        "isonet stitch {input:q} {output:q} --levels {params.c[pyramid_levels]} > {log:q} 2>&1"
 
 
 rule export_tiff:
@@ -19,6 +26,13 @@ rule export_tiff:
         f"{RESULTS}/{{sample}}/restored.tif",
     log:
         "logs/{sample}/export_tiff.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/export_tiff.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("export_tiff")
+    resources:
+        mem_mb=rule_mem_mb("export_tiff"),
+        runtime=rule_runtime("export_tiff"),
     shell:
-        "isonet export-tiff {input} {output} > {log} 2>&1"
+        "isonet export-tiff {input:q} {output:q} > {log:q} 2>&1"

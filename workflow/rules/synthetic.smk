@@ -5,16 +5,28 @@ rule synthetic:
         iso_gt="resources/synthetic/{sample}/iso_gt.tif",
         labels="resources/synthetic/{sample}/labels.tif",
         info="resources/synthetic/{sample}/synthetic.json",
-    params:
-        c=config["synthetic"],
-        shape=" ".join(str(s) for s in config["synthetic"]["shape"]),
-        psf=as_json(config["synthetic"]["psf"]),
     log:
         "logs/{sample}/synthetic.log",
-    threads: 1
+    benchmark:
+        "logs/benchmarks/{sample}/synthetic.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("synthetic")
+    resources:
+        mem_mb=rule_mem_mb("synthetic"),
+        runtime=rule_runtime("synthetic"),
+    params:
+        c=settings("synthetic"),
+        shape=lambda wildcards: join(
+            sample_settings(wildcards.sample, "synthetic")["shape"]
+        ),
+        psf=lambda wildcards: quoted_json(
+            sample_settings(wildcards.sample, "synthetic")["psf"]
+        ),
+        out_dir=lambda wildcards, output: os.path.dirname(output.acquired),
     shell:
-        "isonet synthetic --out-dir resources/synthetic/{wildcards.sample} --shape {params.shape}"
+        "isonet synthetic --out-dir {params.out_dir:q} --shape {params.shape}"
         " --kind {params.c[kind]} --seed {params.c[seed]} --pixel-size {params.c[pixel_size_um]}"
         " --subsample {params.c[subsample]} --psf-kind gaussian --psf-params {params.psf}"
         " --photons {params.c[photons]} --read-noise {params.c[read_noise]} --offset {params.c[offset]}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

@@ -5,16 +5,26 @@ rule train:
     output:
         model=f"{RESULTS}/{{sample}}/train/model.pt",
         curve=f"{RESULTS}/{{sample}}/train/training.tsv",
-    params:
-        c=config["train"],
-        checkpoint=f"{RESULTS}/{{sample}}/train/checkpoint.pt",
     log:
         "logs/{sample}/train.log",
-    threads: workflow.cores
+    benchmark:
+        "logs/benchmarks/{sample}/train.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("train")
+    resources:
+        **gpu_resources("train"),
+        mem_mb=rule_mem_mb("train"),
+        runtime=rule_runtime("train"),
+    params:
+        c=settings("train"),
+        checkpoint=lambda wildcards, output: os.path.join(
+            os.path.dirname(output.model), "checkpoint.pt"
+        ),
     shell:
-        "isonet train {input.patches} {input.psf} {output.model} {output.curve}"
-        " --checkpoint {params.checkpoint} --model {params.c[model]} --epochs {params.c[epochs]}"
+        "isonet train {input.patches:q} {input.psf:q} {output.model:q} {output.curve:q}"
+        " --checkpoint {params.checkpoint:q} --model {params.c[model]} --epochs {params.c[epochs]}"
         " --batch-size {params.c[batch_size]} --learning-rate {params.c[learning_rate]}"
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} > {log:q} 2>&1"
