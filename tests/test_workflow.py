@@ -89,6 +89,8 @@ def write_tiff_without_voxel_size(path: Path) -> Path:
         ("sample\tinput\nd\tdata/missing.tif\n", {}, "sample d: input data/missing.tif does not exist"),
         ("sample\tinput\nd\tnometa.tif\n", {},
          "sample d: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"),
+        ("sample\tinput\tsubsample\nd\tnometa.tif\t4\n", {},
+         "sample d: nometa.tif has no voxel size in its metadata"),
         ("sample\tinput\tmodel_from\nd\tsynthetic\tnone\n", {}, "sample d: model_from 'none' is not a sample"),
         ("sample\tinput\tpsf_kind\nd\tsynthetic\tconfocal\n", {},
          "sample d: psf kind 'confocal' differs from the config's, but its parameters are the config's"),
@@ -97,7 +99,8 @@ def write_tiff_without_voxel_size(path: Path) -> Path:
         ("sample\tinput\tpsf_params\nd\tsynthetic\t{sigma\n", {}, "psf_params '{sigma' is not valid JSON"),
     ],
     ids=["wrong-key", "unknown-section", "override-range", "override-unknown-sample", "voxel-negative",
-         "voxel-text", "voxel-incomplete", "voxel-ratio", "missing-input", "no-metadata", "model-from-unknown",
+         "voxel-text", "voxel-incomplete", "voxel-ratio", "missing-input", "no-metadata", "no-metadata-subsample",
+         "model-from-unknown",
          "psf-kind-without-params", "unknown-column", "bad-name", "bad-json"],
 )
 def test_invalid_config_fails_before_any_job(tmp_path, samples, overlay, message):

@@ -178,12 +178,7 @@ def check_samples(samples, config):
             if column in row and not os.path.exists(row[column]):
                 problems.append(f"{where}: {column} {row[column]} does not exist")
         voxel_size = tuple(row[c] for c in VOXEL_COLUMNS if c in row) or None
-        if (
-            voxel_size is None
-            and not synthetic
-            and "subsample" not in row
-            and os.path.exists(row["input"])
-        ):
+        if voxel_size is None and not synthetic and os.path.exists(row["input"]):
             voxel_size = _file_voxel_size(row["input"], where)
             if voxel_size is None:
                 problems.append(
