@@ -27,4 +27,4 @@ rule train:
         " --batch-size {params.c[batch_size]} --learning-rate {params.c[learning_rate]}"
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --lr-patience {params.c[lr_patience]} --threads {threads} > {log:q} 2>&1"
