@@ -19,19 +19,6 @@ if "benchmark" in config:
         psf="|".join(BENCH_PSFS),
         stack=r"\d+",
 
-    def benchmark_cells():
-        return expand(
-            f"{BENCH_RESULTS}/cells/{{phantom}}_{{psf}}_{{stack}}.json",
-            phantom=BENCH["phantoms"],
-            psf=list(BENCH_PSFS),
-            stack=range(int(BENCH_SIZE["stacks"])),
-        )
-
-    def benchmark_settings(wildcards):
-        settings = dict(BENCH_SIZE["settings"])
-        settings["rl_iterations"] = int(BENCH_PSFS[wildcards.psf]["rl_iterations"])
-        return shlex.quote(json.dumps(settings))
-
     rule benchmark:
         default_target: True
         input:
@@ -42,11 +29,25 @@ if "benchmark" in config:
             f"{BENCH_RESULTS}/cells/{{phantom}}_{{psf}}_{{stack}}.json",
         log:
             f"{BENCH_RESULTS}/logs/{{phantom}}_{{psf}}_{{stack}}.log",
+        benchmark:
+            f"{BENCH_RESULTS}/logs/{{phantom}}_{{psf}}_{{stack}}.benchmark.tsv"
+        conda:
+            "../envs/isonet.yaml"
         threads: int(BENCH.get("threads", 1))
+        resources:
+            mem_mb=4000,
+            runtime=120,
         params:
             kind=lambda w: BENCH_PSFS[w.psf]["kind"],
             psf_params=lambda w: shlex.quote(json.dumps(BENCH_PSFS[w.psf]["params"])),
-            settings=benchmark_settings,
+            settings=lambda w: shlex.quote(
+                json.dumps(
+                    {
+                        **BENCH_SIZE["settings"],
+                        "rl_iterations": int(BENCH_PSFS[w.psf]["rl_iterations"]),
+                    }
+                )
+            ),
         shell:
             "OMP_NUM_THREADS={threads} isonet benchmark-cell {output} --phantom {wildcards.phantom}"
             " --psf-name {wildcards.psf} --psf-kind {params.kind} --psf-params {params.psf_params}"
@@ -54,10 +55,23 @@ if "benchmark" in config:
 
     rule benchmark_table:
         input:
-            benchmark_cells(),
+            expand(
+                f"{BENCH_RESULTS}/cells/{{phantom}}_{{psf}}_{{stack}}.json",
+                phantom=BENCH["phantoms"],
+                psf=list(BENCH_PSFS),
+                stack=range(int(BENCH_SIZE["stacks"])),
+            ),
         output:
             f"{BENCH_RESULTS}/table1.md",
         log:
             f"{BENCH_RESULTS}/logs/table.log",
+        benchmark:
+            f"{BENCH_RESULTS}/logs/table.benchmark.tsv"
+        conda:
+            "../envs/isonet.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
         shell:
             "isonet benchmark-table {input} --out-md {output} > {log} 2>&1"
