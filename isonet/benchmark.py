@@ -142,19 +142,10 @@ def stack_seed(phantom: str, psf_name: str, stack: int, seed: int = 0) -> int:
 
 
 def add_camera_noise(X: np.ndarray, norm, offset: float, read_noise: float, seed: int) -> np.ndarray:
-    """Training inputs with the acquisition's shot and read noise added (normalised units).
+    """:func:`isonet.patches.add_camera_noise` with gain 1 (the simulated camera's)."""
+    from .patches import add_camera_noise as _add
 
-    Blurring a lateral plane averages its noise away, while a real axial slice carries the full
-    noise of every acquired plane; a network trained on the smooth inputs sharpens that noise
-    instead of removing it. Each input pixel gets gaussian noise of the camera's variance at its
-    intensity, ``counts - offset + read_noise**2`` (gain 1, Poisson approximated by a gaussian),
-    as CSBDeep's ``anisotropic_distortions(poisson_noise=True, gauss_sigma=...)`` does.
-    """
-    scale = float(norm.high - norm.low)
-    photons = np.clip(norm.invert(X) - np.float32(offset), 0, None)
-    sigma = np.sqrt(photons + np.float32(read_noise) ** 2) / np.float32(scale)
-    rng = np.random.default_rng(seed + 1)
-    return (X + sigma * rng.standard_normal(X.shape, dtype=np.float32)).astype(np.float32)
+    return _add(X, norm, offset, read_noise, 1.0, seed)
 
 
 def train_and_restore(

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--norm-percentiles", type=float, nargs=2, default=[1.0, 99.8])
     s.add_argument("--max-planes", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--camera-noise", type=_json, default=None,
+                   help='JSON {"offset": counts, "read_noise": counts, "gain": counts/photon} to add to the inputs')
 
     s = sub.add_parser("train", help="train the network on the patches")
     s.add_argument("patches_npz")
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace):
 
         return patches_stage(args.input_zarr, args.psf_npz, args.out_npz, args.subsample, args.n_patches,
                              args.patch_size, args.foreground_percentile, args.foreground_fraction,
-                             tuple(args.norm_percentiles), args.max_planes, args.seed)
+                             tuple(args.norm_percentiles), args.max_planes, args.seed, args.camera_noise)
     if c == "train":
         from isonet.stages.train import train_stage
 

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from isonet.patches import fit_normalization, sample_training_pairs
+from isonet.patches import add_camera_noise, fit_normalization, sample_training_pairs
 from isonet.storage import atomic_path, read_ome_zarr
 from isonet.stages.common import axial_factor
 
@@ -26,13 +26,16 @@ def patches_stage(
     norm_percentiles=(1.0, 99.8),
     max_planes: int = 256,
     seed: int = 0,
+    camera_noise: dict | None = None,
 ) -> dict:
     """Sample ``n_patches`` (input, target) pairs from up to ``max_planes`` lateral planes.
 
     The normalisation percentiles are computed over the sampled planes and saved with the patches
     (and later with the model) so prediction normalises exactly as training did. Patches centred
     on a value above the ``foreground_percentile`` of the normalised planes make up
-    ``foreground_fraction`` of the sample.
+    ``foreground_fraction`` of the sample. ``camera_noise`` (``offset``, ``read_noise`` in counts,
+    ``gain`` in counts per photon) adds the camera's noise to the inputs, which the blur of the
+    lateral planes has averaged away (:func:`isonet.patches.add_camera_noise`).
     """
     volume, voxel_size = read_ome_zarr(input_zarr)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
@@ -52,9 +55,14 @@ def patches_stage(
     X, Y = sample_training_pairs(
         planes, kernel, factor, n_patches, patch_size, threshold, foreground_fraction, seed=seed
     )
+    if camera_noise:
+        X = add_camera_noise(X, norm, float(camera_noise["offset"]), float(camera_noise["read_noise"]),
+                             float(camera_noise.get("gain", 1.0)), seed)
+        logger.info("patches: camera noise added to the inputs (%s)", camera_noise)
     meta = {
         "factor": factor, "voxel_size": list(voxel_size), "normalization": norm.to_dict(), "n_patches": n_patches,
         "patch_size": patch_size, "planes": len(planes), "foreground_threshold": threshold, "seed": seed,
+        "camera_noise": camera_noise,
     }
     with atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:

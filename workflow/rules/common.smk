@@ -292,6 +292,11 @@ def join(values):
 # Input functions and command-line fragments
 
 
+def camera_noise_arg(wildcards):
+    noise = sample_settings(wildcards.sample, "patches").get("camera_noise")
+    return f"--camera-noise {quoted_json(noise)}" if noise else ""
+
+
 def sample_input(wildcards):
     if is_synthetic(wildcards.sample):
         return f"resources/synthetic/{wildcards.sample}/acquired.tif"

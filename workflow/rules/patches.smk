@@ -17,6 +17,7 @@ rule patches:
     params:
         c=settings("patches"),
         subsample=subsample_arg,
+        noise=camera_noise_arg,
         percentiles=lambda wildcards: join(
             sample_settings(wildcards.sample, "patches")["norm_percentiles"]
         ),
@@ -25,4 +26,5 @@ rule patches:
         " --n-patches {params.c[n_patches]} --patch-size {params.c[patch_size]}"
         " --foreground-percentile {params.c[foreground_percentile]}"
         " --foreground-fraction {params.c[foreground_fraction]}"
-        " --norm-percentiles {params.percentiles} --seed {params.c[seed]} > {log:q} 2>&1"
+        " --norm-percentiles {params.percentiles} --seed {params.c[seed]}"
+        " {params.noise} > {log:q} 2>&1"
