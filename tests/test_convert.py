@@ -10,6 +10,7 @@ import zarr
 from isonet.errors import InputError
 from isonet.stages.convert import convert, stored_dtype
 from isonet.storage import create_ome_zarr, open_volume, read_ome_zarr
+from _assertions import raises_one_line, skip_if_permissions_ignored
 
 VS = (2.0, 0.25, 0.25)
 CHUNKS = (4, 16, 16)
@@ -20,25 +21,6 @@ def write_imagej(path, data, voxel_size=VS):
         path, data, imagej=True, resolution=(1 / voxel_size[2], 1 / voxel_size[1]),
         metadata={"axes": "ZYX", "spacing": voxel_size[0], "unit": "micron"},
     )
-
-
-def skip_if_permissions_ignored(directory):
-    """Root (with CAP_DAC_OVERRIDE) writes into read-only directories: nothing to test then."""
-    try:
-        (directory / "probe").write_text("x")
-    except PermissionError:
-        return
-    (directory / "probe").unlink()
-    pytest.skip("permissions are not enforced for this user (root)")
-
-
-def raises_one_line(name, func, *args, **kwargs):
-    with pytest.raises(InputError) as info:
-        func(*args, **kwargs)
-    message = str(info.value)
-    assert name in message
-    assert "\n" not in message
-    return message
 
 
 def visible(directory):
