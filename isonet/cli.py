@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--lr-patience", type=_opt_int, default=None,
                    help="halve the learning rate after this many epochs without improvement (default: constant)")
+    s.add_argument("--warmup-steps", type=int, default=100,
+                   help="ramp the learning rate up over this many first steps (0: none, as in the paper)")
 
     s = sub.add_parser("predict", help="block-wise axial restoration into an OME-Zarr")
     s.add_argument("input_zarr")
@@ -204,7 +206,8 @@ def run(args: argparse.Namespace):
 
         return train_stage(args.patches_npz, args.psf_json, args.model_out, args.curve_tsv, args.checkpoint, args.model,
                            args.epochs, args.batch_size, args.learning_rate, args.validation_fraction, args.dropout,
-                           args.device, args.precision, args.seed, args.threads, args.lr_patience)
+                           args.device, args.precision, args.seed, args.threads, args.lr_patience,
+                           args.warmup_steps)
     if c == "predict":
         from isonet.stages.predict import predict_stage
 

@@ -43,6 +43,10 @@ class TrainConfig:
     #: Halve the learning rate when the validation loss has not improved for this many epochs
     #: (None: constant rate, as in the paper).
     lr_patience: int | None = None
+    #: Ramp the learning rate up linearly over this many first steps. Adam's first steps at the
+    #: full rate move every weight by about the rate at once, which can silence all ReLUs of a
+    #: layer for good (IsoNet-2 then outputs its input unchanged); a short ramp avoids that.
+    warmup_steps: int = 100
 
 
 @dataclass
@@ -145,6 +149,10 @@ def fit(
                 if rng.random() < 0.5:
                     xb, yb = torch.flip(xb, (d,)), torch.flip(yb, (d,))
             xb = xb.contiguous(memory_format=torch.channels_last)
+            step = epoch * -(-len(train_idx) // config.batch_size) + b // config.batch_size
+            if step < config.warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * (step + 1) / config.warmup_steps
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = model(xb)

@@ -51,3 +51,11 @@ def test_resume_continues_from_saved_state():
     cfg3 = TrainConfig(epochs=3, batch_size=16, seed=0, precision="fp32")
     resumed = fit(build_network("isonet2"), X, Y, cfg3, state=saved[-1], log=lambda m: None)
     assert resumed.epoch == 3 and [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
+def test_warmup_ramps_the_learning_rate():
+    X, Y = _pairs(96, seed=2)  # 86 training patches: 6 steps of 16 per epoch
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, precision="fp32", warmup_steps=10, learning_rate=1e-3)
+    state = fit(build_network("isonet2"), X, Y, cfg, log=lambda m: None)
+    lrs = [r["learning_rate"] for r in state.history]
+    assert abs(lrs[0] - 1e-3 * 6 / 10) < 1e-9 and abs(lrs[1] - 1e-3) < 1e-9

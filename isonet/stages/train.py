@@ -45,6 +45,7 @@ def train_stage(
     seed: int = 0,
     threads: int | None = None,
     lr_patience: int | None = None,
+    warmup_steps: int = 100,
 ) -> dict:
     """Train and write the model file and the training curve (TSV: epoch, losses, seconds).
 
@@ -61,6 +62,7 @@ def train_stage(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, validation_fraction=validation_fraction,
         flip_axes=flips, seed=seed, device=device, precision=precision, lr_patience=lr_patience,
+        warmup_steps=warmup_steps,
     )
     settings = {"architecture": architecture, "dropout": dropout, **config.__dict__}
     settings["flip_axes"] = list(flips)

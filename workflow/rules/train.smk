@@ -27,4 +27,5 @@ rule train:
         " --batch-size {params.c[batch_size]} --learning-rate {params.c[learning_rate]}"
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
-        " --lr-patience {params.c[lr_patience]} --threads {threads} > {log:q} 2>&1"
+        " --lr-patience {params.c[lr_patience]} --warmup-steps {params.c[warmup_steps]}"
+        " --threads {threads} > {log:q} 2>&1"
