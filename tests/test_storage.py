@@ -235,7 +235,7 @@ def test_build_pyramid_integer_rounding_and_labels(tmp_path):
 
 
 def test_build_pyramid_blocks_stay_within_budget(tmp_path, monkeypatch):
-    import isonet.storage as storage
+    import isonet.storage.omezarr as storage
 
     monkeypatch.setattr(storage, "PYRAMID_BLOCK_BYTES", 8 * 1 * 4 * 4 * 4)  # one 1x4x4 uint32 chunk per block
     blocks = list(storage._pyramid_blocks((2, 9, 10), (1, 4, 4), (2, 2, 2), 4))

@@ -1,0 +1,166 @@
+"""Atomic writes: an interrupted run leaves the previous output or nothing under the final name."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isonet.errors import InputError
+from isonet.storage.voxels import _one_line
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _check_writable_directory(directory: Path, target: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise InputError(
+            f"{target}: cannot write here because {directory} is a file, not a directory; "
+            "choose an output path inside a directory"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"{target}: cannot create the output directory {directory} ({_one_line(err.strerror or err)}); "
+            "choose an output path inside a writable directory"
+        ) from err
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{target}: the output directory {directory} is not writable; "
+            "fix its permissions or choose another output location"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file or directory (e.g. a zarr store) under a temporary name, then move it into place.
+
+    The temporary path is a hidden sibling of ``path`` (same directory, so the final rename is
+    atomic on one file system) whose name ends with the name of ``path``, so extension-sniffing
+    writers behave the same. On clean exit the temporary replaces ``path``; an existing directory
+    at ``path`` is first moved aside and deleted only after the new one is in place. On an
+    exception (KeyboardInterrupt included) the temporary is removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or path
+        Final location. Missing parent directories are created.
+
+    Yields
+    ------
+    tmp : Path
+        Where to write. Nothing exists there yet.
+
+    Raises
+    ------
+    InputError
+        Before any work, when the parent of ``path`` cannot be created or is not writable.
+    FileNotFoundError
+        On exit, when nothing was written at ``tmp``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> (d / "a.txt").read_text(), sorted(p.name for p in d.iterdir())
+    ('done', ['a.txt'])
+    """
+    path = Path(path)
+    _check_writable_directory(path.parent, path)
+    tmp = path.parent / f".tmp-{secrets.token_hex(4)}-{path.name}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: nothing was written for {path}")
+        if path.is_dir() and not path.is_symlink():
+            old = path.parent / f".old-{secrets.token_hex(4)}-{path.name}"
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically.
+
+    Parameters
+    ----------
+    path : str or path
+        Destination file.
+    text : str
+        Content.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = write_text(Path(tempfile.mkdtemp()) / "log.txt", "ok\\n")
+    >>> p.read_text()
+    'ok\\n'
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (numpy scalars/arrays and paths are converted).
+
+    Parameters
+    ----------
+    path : str or path
+        Destination file.
+    obj : JSON-serializable object
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = write_json(Path(tempfile.mkdtemp()) / "s.json", {"shape": (2, 3), "mean": np.float32(1.5)})
+    >>> json.loads(p.read_text())
+    {'shape': [2, 3], 'mean': 1.5}
+    """
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")

@@ -1,0 +1,186 @@
+"""TIFF: open (ImageJ, OME or plain; memory-mapped or chunk-wise) and export plane by plane."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+import zarr.codecs
+
+from isonet.errors import InputError
+from isonet.storage.atomic import atomic_path
+from isonet.storage.axes import _squeeze_to_zyx
+from isonet.storage.voxels import (
+    _length_in_um,
+    _one_line,
+    _valid_voxel_size,
+    check_voxel_size,
+)
+
+# dtypes that ImageJ opens natively; anything else is exported as OME-TIFF
+IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def _ome_voxel_size(ome_xml: str) -> tuple[float, float, float] | None:
+    try:
+        root = ET.fromstring(ome_xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for ax in "ZYX":
+        value = pixels.get(f"PhysicalSize{ax}")
+        if value is None:
+            return None
+        try:
+            sizes.append(_length_in_um(float(value), pixels.get(f"PhysicalSize{ax}Unit", "µm")))
+        except ValueError:
+            return None
+    return _valid_voxel_size(sizes) if None not in sizes else None
+
+
+def _imagej_voxel_size(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    meta = tif.imagej_metadata or {}
+    unit = meta.get("unit")
+    spacing = meta.get("spacing")
+    if unit is None or spacing is None:
+        return None
+    tags = tif.pages.first.tags
+    sizes = []
+    for name in ("YResolution", "XResolution"):
+        tag = tags.get(name)
+        if tag is None:
+            return None
+        num, den = tag.value
+        if not num or not den:
+            return None
+        sizes.append(den / num)  # resolution is pixels per unit
+    out = [_length_in_um(v, str(unit)) for v in (float(spacing), *sizes)]
+    return _valid_voxel_size(out) if None not in out else None
+
+
+def _tiff_voxel_size(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    if tif.is_ome and tif.ome_metadata:
+        vs = _ome_voxel_size(tif.ome_metadata)
+        if vs is not None:
+            return vs
+    if tif.is_imagej:
+        return _imagej_voxel_size(tif)
+    return None
+
+
+def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+    try:
+        tif = tifffile.TiffFile(path)  # opened "rb": never modified
+    except Exception as err:  # TiffFileError, struct.error, ValueError... for broken files
+        raise InputError(
+            f"{path}: not a readable TIFF file ({_one_line(err)}); check that the file is complete and not corrupted"
+        ) from err
+    stores: list[Any] = []
+
+    def close() -> None:
+        for store in stores:
+            store.close()
+        tif.close()
+
+    try:
+        if not tif.series:
+            raise InputError(f"{path}: TIFF file holds no image; check that the file is complete")
+        series = tif.series[0]
+        voxel_size = _tiff_voxel_size(tif)
+        if series.dataoffset is not None and series.transform is None and series.dtype is not None:
+            # uncompressed and contiguous: map the file, the OS pages in only what is sliced
+            dtype = np.dtype(tif.byteorder + series.dtype.char)
+            array: Any = np.memmap(path, dtype=dtype, mode="r", offset=series.dataoffset, shape=series.shape)
+        else:
+            stores.append(series.aszarr(level=0))
+            array = zarr.open_array(stores[0], mode="r")
+        return _squeeze_to_zyx(array, series.axes, path), voxel_size, close
+    except InputError:
+        close()
+        raise
+    except Exception as err:
+        close()
+        raise InputError(
+            f"{path}: cannot read the TIFF image data ({_one_line(err)}); check that the file is complete"
+        ) from err
+
+
+
+
+def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,
+                tiff_format: str = "auto") -> Path:
+    """Write a 3D volume to TIFF plane by plane, atomically, with its voxel size in µm.
+
+    Reads ``chunk_planes`` z-planes at a time from ``array`` (e.g. a zarr array) and streams them
+    as TIFF pages, so memory holds one slab.
+
+    Parameters
+    ----------
+    array : array-like, shape (z, y, x)
+        Numpy-sliceable (zarr array, numpy array, :class:`SqueezedArray`).
+    path : str or path
+        Destination ``.tif``.
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in µm.
+    chunk_planes : int
+        z-planes read per slab.
+    tiff_format : {"auto", "imagej", "ome"}
+        ``"imagej"``: ImageJ hyperstack that Fiji opens natively with µm calibration (uint8,
+        uint16, float32 only; data above 4 GB are stored contiguously after one IFD, the way
+        ImageJ itself writes them). ``"ome"``: OME-TIFF as BigTIFF with ``PhysicalSize*`` in µm
+        (any dtype; Fiji opens it through Bio-Formats). ``"auto"``: ImageJ when the dtype allows,
+        else OME.
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    InputError
+        ``"imagej"`` asked for a dtype ImageJ cannot hold, or the destination is not writable.
+    """
+    path = Path(path)
+    vz, vy, vx = check_voxel_size(voxel_size, path)
+    shape = tuple(int(s) for s in array.shape)
+    if len(shape) != 3:
+        raise ValueError(f"export_tiff needs a 3D (z, y, x) array, got shape {shape}")
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    if tiff_format not in ("auto", "imagej", "ome"):
+        raise ValueError(f"tiff_format must be 'auto', 'imagej' or 'ome', got {tiff_format!r}")
+    imagej = np.dtype(dtype.newbyteorder("=")) in IMAGEJ_DTYPES
+    if tiff_format == "imagej" and not imagej:
+        raise InputError(f"{path}: ImageJ TIFF cannot hold {dtype.name} data; export as OME-TIFF (tiff_format='ome')")
+    imagej = imagej and tiff_format != "ome"
+
+    def planes() -> Iterator[np.ndarray]:
+        for z0 in range(0, shape[0], chunk_planes):
+            slab = np.asarray(array[z0:min(z0 + chunk_planes, shape[0])]).astype(dtype, copy=False)
+            yield from slab
+
+    if imagej:
+        options: dict[str, Any] = dict(
+            imagej=True, bigtiff=False,
+            write=dict(resolution=(1.0 / vx, 1.0 / vy),
+                       metadata={"axes": "ZYX", "spacing": vz, "unit": "um"}),
+        )
+    else:
+        metadata = {"axes": "ZYX"}
+        for ax, v in zip("ZYX", (vz, vy, vx)):
+            metadata[f"PhysicalSize{ax}"] = v
+            metadata[f"PhysicalSize{ax}Unit"] = "µm"
+        options = dict(ome=True, bigtiff=True, write=dict(metadata=metadata))
+    write_options = options.pop("write")
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp, byteorder="<", **options) as writer:
+            writer.write(planes(), shape=shape, dtype=dtype, photometric="minisblack", **write_options)
+    return path
