@@ -40,10 +40,10 @@ def main() -> None:
     for z in range(0, args.shape[0], 16):
         arr[z : z + 16] = rng.integers(100, 1000, (min(16, args.shape[0] - z), *args.shape[1:]), dtype=np.uint16)
     torch.manual_seed(0)
-    save_model(work / "model.pt", build_network("isonet2"), "isonet2", 4, Normalization(100.0, 1000.0))
+    save_model(work / "model.safetensors", build_network("isonet2"), "isonet2", 4, Normalization(100.0, 1000.0))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    info = predict_stage(work / "in.ome.zarr", work / "model.pt", work / "out.ome.zarr", chunks=(64, 128, 128),
+    info = predict_stage(work / "in.ome.zarr", work / "model.safetensors", work / "out.ome.zarr", chunks=(64, 128, 128),
                          block=tuple(args.block), precision=args.precision)
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

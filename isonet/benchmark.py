@@ -178,7 +178,7 @@ def train_and_restore(
         validation_fraction=s.validation_fraction, flip_axes=flips, seed=seed, device=s.device,
         precision=s.precision,
     )
-    net = build_network(architecture, dropout=dropout)
+    net = build_network(architecture, dropout=dropout, seed=seed)
     t0 = time.perf_counter()
     state = fit(net, X, Y, config, log=lambda m: None)
     t_train = time.perf_counter() - t0

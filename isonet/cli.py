@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--levels", type=int, default=3)
     s.add_argument("--tiff", default=None, help="also export this TIFF")
 
+    s = sub.add_parser(
+        "convert-model",
+        help="convert an old pickle model file (model.pt) to safetensors; reading a pickle file "
+             "can EXECUTE code it contains, so convert only files you trust",
+        description="Convert an old pickle model file (model.pt) to a safetensors model file. "
+                    "The old file is read with torch.load(weights_only=True), which rebuilds only tensors and plain "
+                    "values; a file holding anything else is refused unless --trust is given. With --trust the file "
+                    "is unpickled in full, which EXECUTES any code it contains: use it only on files you trust.",
+    )
+    s.add_argument("old", help="model file in the old pickle format")
+    s.add_argument("new", help="safetensors model file to write (e.g. model.safetensors)")
+    s.add_argument("--trust", action="store_true",
+                   help="unpickle the old file in full (weights_only=False): EXECUTES any code it contains")
+
     s = sub.add_parser("export-tiff", help="export an OME-Zarr image (level 0) to TIFF, plane by plane")
     s.add_argument("zarr")
     s.add_argument("tiff")
@@ -218,6 +232,10 @@ def run(args: argparse.Namespace):
         from isonet.stages.stitch import stitch_stage
 
         return stitch_stage(args.predicted_zarr, args.output_zarr, args.levels, args.tiff)
+    if c == "convert-model":
+        from isonet.modelfile import convert_legacy_model
+
+        return convert_legacy_model(args.old, args.new, trust=args.trust)
     if c == "export-tiff":
         from isonet.storage import export_tiff, read_ome_zarr
 

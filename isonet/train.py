@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,12 @@ class TrainState:
     scheduler: dict | None = None
     best_model: dict | None = None
     best_val_loss: float = math.inf
+    #: Random generator states after the last epoch, so a resumed run draws what an
+    #: uninterrupted one would: data order and flips (numpy ``bit_generator.state``), dropout
+    #: (torch's CPU generator, and the CUDA one when training on a GPU).
+    numpy_rng: dict | None = None
+    torch_rng: torch.Tensor | None = None
+    cuda_rng: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -67,6 +74,19 @@ class TrainState:
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
         return cls(**d)
+
+
+def use_deterministic_torch() -> None:
+    """Ask torch for deterministic algorithms (process-wide; a warning where an op has none).
+
+    On the CPU training and inference then repeat bit for bit at the same thread count. On a
+    GPU cuDNN is limited to deterministic convolution algorithms and cuBLAS to a fixed
+    workspace; ops without a deterministic CUDA kernel (e.g. the backward pass of nearest
+    upsampling) warn instead of failing.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -118,7 +138,7 @@ def fit(
 
     device = pick_device(config.device)
     amp_dtype = torch.bfloat16 if resolve_precision(config.precision, device) == "bf16" else None
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout draws from torch's global generator
     model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = None
@@ -134,7 +154,13 @@ def fit(
     Xt = torch.from_numpy(np.ascontiguousarray(X[:, None]))
     Yt = torch.from_numpy(np.ascontiguousarray(Y[:, None]))
     Xv, Yv = Xt[val_idx].to(device), Yt[val_idx].to(device)
-    rng = np.random.default_rng(config.seed + 1000 * state.epoch)
+    rng = np.random.default_rng(config.seed)  # data order and flips
+    if state.numpy_rng is not None:
+        rng.bit_generator.state = state.numpy_rng
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
+    if state.cuda_rng is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng, device)
     flip_dims = [2 + a for a in config.flip_axes]
 
     for epoch in range(state.epoch, config.epochs):
@@ -179,6 +205,9 @@ def fit(
         state.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         state.optimizer = optimizer.state_dict()
         state.scheduler = scheduler.state_dict() if scheduler is not None else None
+        state.numpy_rng = rng.bit_generator.state
+        state.torch_rng = torch.get_rng_state()
+        state.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         log(
             f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.3f}, "
             f"val loss {val_loss:.3f}{' (best)' if improved else ''}, {record['seconds']:.1f} s"

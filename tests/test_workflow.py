@@ -147,8 +147,8 @@ def test_per_sample_settings_model_from_and_gpu_resources(tmp_path):
     assert counts["train"] == 2 and counts["patches"] == 2 and counts["psf"] == 2
     assert counts["predict"] == 3 and counts["training_curve"] == 2
     assert "results/c/train" not in out
-    assert re.search(r"isonet predict results/c/input.ome.zarr results/a/train/model.pt .*--combine geometric", out)
-    assert re.search(r"isonet predict results/a/input.ome.zarr results/a/train/model.pt .*--combine mean", out)
+    assert re.search(r"isonet predict results/c/input.ome.zarr results/a/train/model.safetensors .*--combine geometric", out)
+    assert re.search(r"isonet predict results/a/input.ome.zarr results/a/train/model.safetensors .*--combine mean", out)
     # overrides and sheet columns reach the commands of their sample only
     assert re.search(r"isonet train results/a/\S+ .*--model isonet2 --epochs 5", out)
     assert re.search(r"isonet train results/b/\S+ .*--model isonet1 --epochs 8", out)

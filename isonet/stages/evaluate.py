@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import zarr
 
 from isonet.degrade import upsample_axis
 from isonet.errors import InputError
 from isonet.metrics import psnr_affine, seg_score
+from isonet.provenance import array_sha256, provenance_record
 from isonet.segment import segment_nuclei
 from isonet.stages.common import axial_factor
 from isonet.storage import open_volume, read_ome_zarr, write_json, write_text
@@ -78,9 +80,23 @@ def evaluate_stage(
                 seg["gap_closed"] = (seg["restored"] - seg["input"]) / gap if gap > 0 else None
             metrics["seg"] = seg
             logger.info("evaluate: SEG %s", {k: (round(v, 4) if v is not None else None) for k, v in seg.items()})
+    metrics["provenance"] = provenance_record(
+        "evaluate", {"subsample": subsample, "min_distance": min_distance, "min_size": min_size},
+        {"image": {"path": str(input_zarr)}, "restored": {
+            "path": str(restored_zarr), "sha256": array_sha256(restored), "hash": "array_sha256",
+            "provenance": _stored_provenance(restored_zarr)}},
+    )
     write_json(out_json, metrics)
     write_text(out_md, metrics_markdown(metrics))
     return metrics
+
+
+def _stored_provenance(restored_zarr) -> dict | None:
+    """The ``isonet`` attribute (provenance) of a restored OME-Zarr group, None when absent."""
+    try:
+        return dict(zarr.open_group(restored_zarr, mode="r").attrs.get("isonet") or {}) or None
+    except Exception:  # noqa: BLE001  (a plain array or a foreign store has none)
+        return None
 
 
 def metrics_markdown(metrics: dict) -> str:

@@ -10,7 +10,6 @@ leaves a marker there, so a killed run resumes where it stopped. The store is mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,13 +21,13 @@ import numpy as np
 import torch
 import zarr
 
-import isonet
 from isonet.errors import InputError
 from isonet.modelfile import load_model
+from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
 from isonet.stages.common import Progress, axial_factor
 from isonet.storage import create_ome_zarr, read_ome_zarr
-from isonet.train import pick_device
+from isonet.train import pick_device, use_deterministic_torch
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +70,7 @@ def predict_stage(
     """
     if threads:
         torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
+    use_deterministic_torch()
     source, voxel_size = read_ome_zarr(input_zarr)
     model, meta = load_model(model_path)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
@@ -93,9 +93,11 @@ def predict_stage(
 
     output_zarr = Path(output_zarr)
     partial = output_zarr.with_name(output_zarr.name + ".partial")
+    input_sha256 = array_sha256(source)
+    model_sha256 = file_sha256(model_path)
     signature = {
-        "input": str(Path(input_zarr).resolve()), "model_sha": _sha(model_path), "shape": out_shape,
-        "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
+        "input": str(Path(input_zarr).resolve()), "input_sha256": input_sha256, "model_sha256": model_sha256,
+        "shape": out_shape, "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
     }
     done_dir = partial / ".isonet-done"
     if partial.exists():
@@ -106,7 +108,16 @@ def predict_stage(
     if not partial.exists():
         create_ome_zarr(
             partial, out_shape, np.float32, chunks, out_vs, name="restored", compression_level=compression_level,
-            provenance={"stage": "predict", "model": str(model_path), "isonet_version": isonet.__version__, **signature},
+            provenance=provenance_record(
+                "predict",
+                {"chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
+                 "batch_size": batch_size, "device": str(dev), "workers": workers, "threads": torch.get_num_threads(),
+                 "factor": factor},
+                {"image": {"path": str(input_zarr), "sha256": input_sha256, "hash": "array_sha256",
+                           "shape": list(source.shape), "dtype": str(source.dtype)},
+                 "model": {"path": str(model_path), "sha256": model_sha256,
+                           "weights_sha256": meta.get("weights_sha256"), "training": meta.get("provenance")}},
+            ),
         )
         done_dir.mkdir()
         (partial / ".isonet-signature.json").write_text(json.dumps(signature))
@@ -138,14 +149,6 @@ def predict_stage(
     os.replace(partial, output_zarr)
     logger.info("predict: wrote %s", output_zarr)
     return {"shape": out_shape, "voxel_size": out_vs, "blocks": len(blocks), "factor": factor}
-
-
-def _sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()[:16]
 
 
 def _read_signature(partial: Path):

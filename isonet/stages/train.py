@@ -10,21 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import isonet
-from isonet.modelfile import save_model
+from isonet.modelfile import load_checkpoint, save_checkpoint, save_model
 from isonet.nets import build_network
 from isonet.patches import Normalization
-from isonet.storage import atomic_path, write_text
-from isonet.train import TrainConfig, TrainState, fit, pick_device
+from isonet.provenance import file_sha256, provenance_record
+from isonet.storage import write_text
+from isonet.train import TrainConfig, TrainState, fit, pick_device, use_deterministic_torch
 
 logger = logging.getLogger(__name__)
 
 
-def _fingerprint(patches_npz, settings: dict) -> str:
+def _fingerprint(patches_sha256: str, settings: dict) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    with open(patches_npz, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    h.update(patches_sha256.encode())
     return h.hexdigest()[:16]
 
 
@@ -50,10 +48,14 @@ def train_stage(
     """Train and write the model file and the training curve (TSV: epoch, losses, seconds).
 
     ``checkpoint`` (default: next to ``model_out``) is written after every epoch; a re-run with the
-    same patches and settings resumes from it instead of starting over.
+    same patches and settings resumes from it instead of starting over, and continues exactly as
+    an uninterrupted run would (random generator states are part of the checkpoint). The
+    network's initial weights, the data order, the flips and dropout all come from ``seed``: on
+    the CPU, the same patches, settings and thread count give a bit-identical model file.
     """
     if threads:
         torch.set_num_threads(int(threads))
+    use_deterministic_torch()
     with np.load(patches_npz) as f:
         X, Y = f["X"], f["Y"]
         meta = json.loads(str(f["meta"]))
@@ -66,33 +68,39 @@ def train_stage(
     )
     settings = {"architecture": architecture, "dropout": dropout, **config.__dict__}
     settings["flip_axes"] = list(flips)
-    fingerprint = _fingerprint(patches_npz, {k: v for k, v in settings.items() if k != "epochs"})
-    checkpoint = Path(checkpoint) if checkpoint else Path(model_out).with_suffix(".checkpoint.pt")
+    patches_sha256 = file_sha256(patches_npz)
+    fingerprint = _fingerprint(patches_sha256, {k: v for k, v in settings.items() if k != "epochs"})
+    checkpoint = Path(checkpoint) if checkpoint else Path(model_out).with_suffix(".checkpoint.safetensors")
     state = None
     if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            state = TrainState.from_dict(saved["state"])
+        saved_fingerprint, saved_state = load_checkpoint(checkpoint)
+        if saved_fingerprint == fingerprint:
+            state = TrainState.from_dict(saved_state)
             logger.info("train: resuming from %s at epoch %d", checkpoint, state.epoch)
         else:
             logger.info("train: ignoring %s (other patches or settings)", checkpoint)
 
-    def save_checkpoint(s: TrainState) -> None:
-        with atomic_path(checkpoint) as tmp:
-            torch.save({"fingerprint": fingerprint, "state": s.to_dict()}, tmp)
-
-    model = build_network(architecture, dropout=dropout)
+    model = build_network(architecture, dropout=dropout, seed=seed)
     dev = pick_device(device)
     logger.info(
-        "train: %s on %s, %d patches %s, %d epochs, batch %d, lr %g, flips %s",
-        architecture, dev, len(X), X.shape[1:], epochs, batch_size, learning_rate, flips,
+        "train: %s on %s, %d patches %s, %d epochs, batch %d, lr %g, flips %s, %d threads",
+        architecture, dev, len(X), X.shape[1:], epochs, batch_size, learning_rate, flips, torch.get_num_threads(),
     )
-    state = fit(model, X, Y, config, state=state, on_epoch_end=save_checkpoint, log=lambda m: logger.info("train: %s", m))
+    state = fit(
+        model, X, Y, config, state=state, on_epoch_end=lambda s: save_checkpoint(checkpoint, fingerprint, s.to_dict()),
+        log=lambda m: logger.info("train: %s", m),
+    )
     model.load_state_dict(state.best_model)
+    # the thread count and device are recorded because CPU reductions, and GPUs, can round differently
+    provenance = provenance_record(
+        "train", {**settings, "threads": torch.get_num_threads(), "device_used": str(dev)},
+        {"patches": {"path": str(patches_npz), "sha256": patches_sha256},
+         "psf": {"path": str(psf_json), "sha256": file_sha256(psf_json)}},
+    )
     save_model(
         model_out, model, architecture, meta["factor"], Normalization.from_dict(meta["normalization"]),
         dropout=dropout, psf=psf_info, patches=meta, training=settings, best_val_loss=state.best_val_loss,
-        epochs_trained=state.epoch, isonet_version=isonet.__version__,
+        epochs_trained=state.epoch, isonet_version=provenance["versions"]["isonet"], provenance=provenance,
     )
     rows = ["epoch\ttrain_loss\tval_loss\tseconds\tlearning_rate"] + [
         f"{r['epoch']}\t{r['train_loss']:.5f}\t{r['val_loss']:.5f}\t{r['seconds']}\t{r.get('learning_rate', '')}"

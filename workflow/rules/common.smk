@@ -325,7 +325,7 @@ def psf_file_arg(wildcards, input):
 
 
 def model_input(wildcards):
-    return f"{RESULTS}/{model_source(wildcards.sample)}/train/model.pt"
+    return f"{RESULTS}/{model_source(wildcards.sample)}/train/model.safetensors"
 
 
 def evaluate_inputs(wildcards):

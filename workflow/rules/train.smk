@@ -3,7 +3,7 @@ rule train:
         patches=f"{RESULTS}/{{sample}}/train/patches.npz",
         psf=f"{RESULTS}/{{sample}}/psf/psf.json",
     output:
-        model=f"{RESULTS}/{{sample}}/train/model.pt",
+        model=f"{RESULTS}/{{sample}}/train/model.safetensors",
         curve=f"{RESULTS}/{{sample}}/train/training.tsv",
     log:
         "logs/{sample}/train.log",
@@ -19,7 +19,7 @@ rule train:
     params:
         c=settings("train"),
         checkpoint=lambda wildcards, output: os.path.join(
-            os.path.dirname(output.model), "checkpoint.pt"
+            os.path.dirname(output.model), "checkpoint.safetensors"
         ),
     shell:
         "isonet train {input.patches:q} {input.psf:q} {output.model:q} {output.curve:q}"
