@@ -1,0 +1,255 @@
+"""Faults through the workflow: the workflow killed (SIGKILL to snakemake and its jobs) at several
+points and rerun as the README says; stores whose writes fail part-way.
+
+What must hold after any fault: the rerun gives the outputs of an uninterrupted run (array bytes,
+model weights), no job that had finished runs again, and no final output ever holds partial data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+import zarr
+import zarr.storage
+
+from isonet.cli import main as isonet_main
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+BIN = Path(sys.executable).parent
+
+# A workflow small enough to run twice and be killed five times in about two minutes on 2 cores:
+# a 16x48x48 phantom (4 acquired planes), isonet1 (halo 12, fast), 3 short epochs, 4 predict
+# blocks. One thread per job, so the killed and the reference run compute identically.
+KILL_CONFIG = {
+    "synthetic": {"shape": [16, 48, 48]},
+    "convert": {"chunks": [2, 48, 48], "pyramid_levels": 2},
+    "patches": {"n_patches": 96, "patch_size": 16},
+    "train": {"model": "isonet1", "epochs": 3, "batch_size": 16},
+    "predict": {"chunks": [4, 48, 48], "block": [4, 48, 48]},
+    "stitch": {"pyramid_levels": 2},
+    "segment": {"min_size": 8},
+    "resources": {
+        "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+        "train": {"threads": 1},
+        "predict": {"threads": 1},
+    },
+}
+TARGET = "results/tiny/labels.json"  # segment, and everything it needs
+OUTPUTS = {  # rule -> its outputs, relative to the working directory
+    "synthetic": [f"resources/synthetic/tiny/{n}" for n in
+                  ("acquired.tif", "gt.tif", "iso_gt.tif", "labels.tif", "synthetic.json")],
+    "psf": ["results/tiny/psf/psf.npz", "results/tiny/psf/psf.json"],
+    "convert": ["results/tiny/input.ome.zarr"],
+    "patches": ["results/tiny/train/patches.npz"],
+    "train": ["results/tiny/train/model.safetensors", "results/tiny/train/training.tsv"],
+    "predict": ["results/tiny/predict/predicted.ome.zarr"],
+    "stitch": ["results/tiny/restored.ome.zarr"],
+    "segment": ["results/tiny/labels.ome.zarr", "results/tiny/labels.json"],
+}
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The README's rerun (`snakemake`, profiles/default) for a working directory outside the repository."""
+    return [sys.executable, "-m", "snakemake", *args, "-s", str(SNAKEFILE), "-d", str(workdir),
+            "--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "1", "--configfile", "overlay.yaml"]
+
+
+def snakemake_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def deploy_kill_workdir(workdir: Path) -> Path:
+    (workdir / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
+    (workdir / "config" / "samples.tsv").write_text("sample\tinput\ntiny\tsynthetic\n")
+    (workdir / "overlay.yaml").write_text(yaml.safe_dump({"samples": "config/samples.tsv", **KILL_CONFIG}))
+    return workdir
+
+
+def start_run(workdir: Path, log: Path, *args: str) -> subprocess.Popen:
+    """snakemake in a session of its own: its jobs share its process group, so one killpg reaches all."""
+    with open(log, "w") as out:
+        return subprocess.Popen(snakemake_command(workdir, *args), cwd=workdir, env=snakemake_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def kill_when(proc: subprocess.Popen, log: Path, reached, what: str, timeout: float = 300) -> float:
+    """Poll until ``reached()``, then SIGKILL snakemake and all its jobs; returns seconds waited."""
+    t0 = time.monotonic()
+    try:
+        while not reached():
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"{what} not reached in {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for _ in range(100):
+        if not group_members(proc.pid):
+            break
+        time.sleep(0.05)
+    assert not group_members(proc.pid), f"processes of the killed run survive: {group_members(proc.pid)}"
+    return time.monotonic() - t0
+
+
+def any_file(directory: Path) -> bool:
+    """Whether a directory holds anything (False when it does not exist)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        return any(True for _ in entries)
+    return False
+
+
+def started_and_finished(log: Path) -> tuple[set[str], set[str]]:
+    """Rules that started and rules that finished in one snakemake run (one sample: rule = job)."""
+    text = log.read_text()
+    started = set(re.findall(r"^(?:local)?rule (\w+):$", text, flags=re.M))
+    finished = set(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", text, flags=re.M))
+    return started, finished
+
+
+def content_digest(path: Path) -> str:
+    """A digest of what an output holds: array bytes (every zarr level), weights, parsed JSON."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        group = zarr.open_group(path, mode="r")
+        for name, array in sorted(group.arrays()):
+            data = np.asarray(array[:])
+            h.update(f"{name}{data.shape}{data.dtype}".encode())
+            h.update(data.tobytes())
+    elif path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        for key, value in sorted(load_file(path).items()):
+            h.update(key.encode())
+            h.update(value.tobytes())
+    elif path.suffix == ".npz":
+        with np.load(path) as f:
+            for key in sorted(f.files):
+                h.update(key.encode())
+                h.update(np.asarray(f[key]).tobytes())
+    elif path.suffix == ".tif":
+        h.update(tifffile.imread(path).tobytes())
+    elif path.suffix == ".json":
+        h.update(json.dumps(json.loads(path.read_text()), sort_keys=True).encode())
+    elif path.suffix == ".tsv":  # the training curve without its timing column
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        h.update(repr([row[:3] + row[4:] for row in rows]).encode())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    """(inode, mtime) of a file, or of a store's group metadata: changes when the output is rewritten."""
+    st = (path / "zarr.json" if path.is_dir() else path).stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def output_paths(workdir: Path) -> dict[str, Path]:
+    return {p: workdir / p for paths in OUTPUTS.values() for p in paths}
+
+
+def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
+    t_start = time.monotonic()
+    reference = deploy_kill_workdir(tmp_path / "reference")
+    work = deploy_kill_workdir(tmp_path / "killed")
+    # the uninterrupted run, alongside the killed ones (one core each)
+    reference_run = start_run(reference, reference / "run.log", TARGET)
+
+    R = work / "results" / "tiny"
+    kill_points = [  # (what, reached, outputs that must not exist yet)
+        ("patches started", lambda: (work / "logs/tiny/patches.log").exists(), OUTPUTS["patches"]),
+        ("train after epoch 1 (checkpoint written)", lambda: (R / "train/checkpoint.safetensors").exists(),
+         OUTPUTS["train"][:1]),
+        ("predict after its first block", lambda: any_file(R / "predict/predicted.ome.zarr.partial/.isonet-done"),
+         OUTPUTS["predict"]),
+        ("stitch started", lambda: (work / "logs/tiny/stitch.log").exists(), OUTPUTS["stitch"]),
+        ("segment started", lambda: (work / "logs/tiny/segment.log").exists(), OUTPUTS["segment"][:1]),
+    ]
+    seen: dict[str, list[str]] = {}  # output -> digests it had at each kill
+    stamps: dict[str, tuple[int, int]] = {}  # outputs of finished jobs -> (inode, mtime) then
+    finished: set[str] = set()
+    timings = []
+    for number, (what, reached, absent) in enumerate(kill_points):
+        log = work / f"run{number}.log"
+        if number:  # after a SIGKILL, snakemake's lock remains: the README's --unlock, then the same command
+            unlock = subprocess.run(snakemake_command(work, "--unlock"), cwd=work, env=snakemake_env(),
+                                    capture_output=True, text=True, timeout=120)
+            assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+        waited = kill_when(start_run(work, log, TARGET), log, reached, what)
+        timings.append((what, round(waited, 1)))
+        for path in absent:
+            assert not (work / path).exists(), f"{path} exists when killed at {what}"
+        started, done = started_and_finished(log)
+        assert not started & finished, f"finished jobs ran again before {what}: {started & finished}"
+        finished |= done
+        for rel, path in output_paths(work).items():
+            if path.exists():
+                seen.setdefault(rel, []).append(content_digest(path))
+        for rule in done:
+            for rel in OUTPUTS[rule]:
+                stamps[rel] = stamp(work / rel)
+    assert {"synthetic", "psf", "convert", "patches", "train", "predict"} <= finished, finished
+
+    # the last, complete rerun
+    unlock = subprocess.run(snakemake_command(work, "--unlock"), cwd=work, env=snakemake_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    final = subprocess.run(snakemake_command(work, TARGET), cwd=work, env=snakemake_env(),
+                           capture_output=True, text=True, timeout=300)
+    (work / "final.log").write_text(final.stdout + final.stderr)
+    assert final.returncode == 0, final.stderr[-5000:]
+    started, done = started_and_finished(work / "final.log")
+    assert not started & finished, f"finished jobs ran again: {started & finished}"
+    assert finished | done == set(OUTPUTS), finished | done
+
+    assert reference_run.wait(timeout=300) == 0, (reference / "run.log").read_text()[-5000:]
+    dry = subprocess.run(snakemake_command(work, TARGET, "-n"), cwd=work, env=snakemake_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+
+    # killed-then-rerun equals uninterrupted: volumes, labels, model weights, every other output
+    for rel, path in output_paths(work).items():
+        assert content_digest(path) == content_digest(reference / rel), f"{rel} differs from the uninterrupted run"
+    # nothing partial under a final name at any kill: whatever existed then was already complete
+    for rel, digests in seen.items():
+        assert set(digests) == {content_digest(reference / rel)}, f"{rel} held partial data after a kill"
+    # outputs of jobs that had finished were not rewritten
+    for rel, before in stamps.items():
+        assert stamp(work / rel) == before, f"{rel} was rewritten by a rerun"
+    # the killed jobs resumed instead of starting over
+    assert re.search(r"train: resuming from \S+checkpoint.safetensors at epoch [12]\b",
+                     (work / "logs/tiny/train.log").read_text())
+    assert re.search(r"4 blocks of \(4, 48, 48\) \([123] to do\)", (work / "logs/tiny/predict.log").read_text())
+    assert not list((R / "predict").glob("*.partial"))
+    print(f"kill points (seconds from start to kill): {timings}; total {time.monotonic() - t_start:.0f} s")
