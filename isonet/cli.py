@@ -1,7 +1,8 @@
 """``isonet`` command line: one subcommand per workflow stage.
 
 Each subcommand is a thin call into :mod:`isonet.stages`. Errors in the user's input end the
-command with a one-line message on stderr and exit status 2.
+command with a one-line message on stderr and exit status 2; a failed read or write (a full disk)
+with a one-line message and exit status 1.
 """
 
 from __future__ import annotations
@@ -290,6 +291,12 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"isonet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # full disk, quota, I/O error: no traceback, and what to do
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = " ".join(str(exc.strerror or exc).split())
+        print(f"isonet {args.command}: error: {where}{what}; nothing partial was kept as "
+              "finished, fix the cause (e.g. free disk space) and run the same command again", file=sys.stderr)
+        return 1
     logging.getLogger("isonet").info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     return 0
 

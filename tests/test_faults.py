@@ -253,3 +253,167 @@ def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
     assert re.search(r"4 blocks of \(4, 48, 48\) \([123] to do\)", (work / "logs/tiny/predict.log").read_text())
     assert not list((R / "predict").glob("*.partial"))
     print(f"kill points (seconds from start to kill): {timings}; total {time.monotonic() - t_start:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------
+# Stores whose writes fail part-way (a disk that fills up): no output a rerun would accept
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch):
+    """``disk_full_after(n)``: from then on, every zarr chunk write after the first ``n`` fails
+    with ENOSPC (metadata writes still succeed, as on a disk that fills up during the data)."""
+    original = zarr.storage.LocalStore.set
+    state = {"left": None, "written": 0}
+
+    async def set_chunk(self, key, value):
+        if "/c/" in f"/{key}" and state["left"] is not None:
+            if state["left"] == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            state["left"] -= 1
+            state["written"] += 1
+        return await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", set_chunk)
+
+    def arm(n: int | None) -> dict:
+        state["left"], state["written"] = n, 0
+        return state
+
+    return arm
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    rc = isonet_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def assert_one_line_disk_full(rc: int, err: str, command: str, path: Path) -> None:
+    errors = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert rc == 1, err
+    assert errors == [
+        f"isonet {command}: error: {path}: No space left on device; nothing partial was kept as finished, "
+        "fix the cause (e.g. free disk space) and run the same command again"
+    ], err
+
+
+def siblings(path: Path) -> list[str]:
+    """Names next to ``path`` that share its name (temporaries, partial stores, the output itself)."""
+    return sorted(p.name for p in path.parent.iterdir() if path.name in p.name)
+
+
+def phantom(shape=(16, 32, 32), seed=0) -> np.ndarray:
+    """A few bright balls on a dim noisy background."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    volume = 100 + 5 * rng.random(shape)
+    for cz, cy, cx in ((shape[0] // 2, 8, 8), (shape[0] // 2, 22, 20), (shape[0] // 3, 10, 24)):
+        volume += 800 * (((z - cz) * 2) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < 25)
+    return volume.astype(np.float32)
+
+
+def test_convert_with_a_full_disk_keeps_nothing_and_reruns(tmp_path, capsys, disk_full_after):
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, np.round(phantom()).astype(np.uint16), imagej=True, resolution=(5, 5),
+                     metadata={"spacing": 0.8, "unit": "um", "axes": "ZYX"})
+    out = tmp_path / "out.ome.zarr"
+    argv = ("convert", source, out, "--chunks", 2, 32, 32, "--levels", 2)
+
+    state = disk_full_after(3)  # 8 chunks of level 0, 4 of level 1
+    rc, err = run_cli(capsys, *argv)
+    assert_one_line_disk_full(rc, err, "convert", out)
+    assert state["written"] == 3 and siblings(out) == []
+
+    disk_full_after(None)
+    assert run_cli(capsys, *argv)[0] == 0
+    expected = content_digest(out)
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[:], tifffile.imread(source))
+
+    # a failed rewrite leaves the previous complete store in place
+    disk_full_after(5)
+    rc, err = run_cli(capsys, *argv)
+    assert_one_line_disk_full(rc, err, "convert", out)
+    assert siblings(out) == ["out.ome.zarr"] and content_digest(out) == expected
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """An untrained (seeded) IsoNet-1 model for axial factor 4."""
+    from isonet.modelfile import save_model
+    from isonet.nets import build_network
+    from isonet.patches import Normalization
+
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_model(path, build_network("isonet1", seed=0), "isonet1", 4, Normalization(100.0, 900.0))
+    return path
+
+
+def write_input_store(path: Path, volume: np.ndarray, voxel_size=(0.8, 0.2, 0.2)) -> Path:
+    from isonet.storage import create_ome_zarr
+
+    _, level0 = create_ome_zarr(path, volume.shape, volume.dtype, volume.shape, voxel_size)
+    level0[:] = volume
+    return path
+
+
+def test_predict_with_a_full_disk_records_only_whole_blocks_and_resumes(tmp_path, capsys, caplog, disk_full_after,
+                                                                        model_file):
+    source = write_input_store(tmp_path / "input.ome.zarr", phantom((4, 32, 32)))
+    out = tmp_path / "predicted.ome.zarr"
+    # output 13x32x32 in chunks of 4x16x16 (16 chunks), blocks of 8x32x32: 2 blocks of 8 chunks
+    argv = ("predict", source, model_file, out, "--chunks", 4, 16, 16, "--block", 8, 32, 32, "--threads", 1)
+    clean = tmp_path / "clean" / "predicted.ome.zarr"
+    assert run_cli(capsys, *argv[:3], clean, *argv[4:])[0] == 0
+
+    state = disk_full_after(11)  # the first block's 8 chunks, then 3 of the second's
+    rc, err = run_cli(capsys, *argv)
+    partial = out.with_name(out.name + ".partial")
+    assert_one_line_disk_full(rc, err, "predict", partial)
+    assert state["written"] == 11 and not out.exists()
+    done = sorted(p.name for p in (partial / ".isonet-done").iterdir())
+    assert len(done) == 1, done  # the block whose write failed is not recorded as finished
+    z = slice(0, 8) if done == ["0"] else slice(8, 13)
+    np.testing.assert_array_equal(zarr.open_array(partial / "0")[z], zarr.open_array(clean / "0")[z])
+
+    disk_full_after(None)
+    caplog.set_level("INFO", logger="isonet")
+    rc, err = run_cli(capsys, *argv)
+    assert rc == 0, err
+    assert "2 blocks of (8, 32, 32) (1 to do)" in caplog.text
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[:], zarr.open_array(clean / "0")[:])
+    assert siblings(out) == ["predicted.ome.zarr"]
+
+
+def test_stitch_and_segment_with_a_full_disk_keep_nothing_and_rerun(tmp_path, capsys, disk_full_after):
+    from isonet.storage import create_ome_zarr
+
+    predicted = tmp_path / "predicted.ome.zarr"
+    _, level0 = create_ome_zarr(predicted, (16, 32, 32), np.float32, (4, 16, 16), (0.2, 0.2, 0.2))
+    level0[:] = phantom()
+    before = {p.relative_to(predicted): p.read_bytes() for p in predicted.rglob("*") if p.is_file()}
+    restored = tmp_path / "restored.ome.zarr"
+
+    state = disk_full_after(1)  # level 1 of the pyramid: 2 chunks of 4x16x16
+    rc, err = run_cli(capsys, "stitch", predicted, restored, "--levels", 2)
+    assert_one_line_disk_full(rc, err, "stitch", restored)
+    assert state["written"] == 1 and siblings(restored) == []
+    # the hard-linked chunks of the predicted store are untouched
+    assert {p.relative_to(predicted): p.read_bytes() for p in predicted.rglob("*") if p.is_file()} == before
+
+    disk_full_after(None)
+    assert run_cli(capsys, "stitch", predicted, restored, "--levels", 2)[0] == 0
+    np.testing.assert_array_equal(zarr.open_array(restored / "0")[:], phantom())
+    assert zarr.open_array(restored / "1").shape == (8, 16, 16)
+
+    labels, summary = tmp_path / "labels.ome.zarr", tmp_path / "labels.json"
+    argv = ("segment", restored, labels, "--summary-json", summary, "--min-size", 8)
+    state = disk_full_after(5)  # 16 label chunks
+    rc, err = run_cli(capsys, *argv)
+    assert_one_line_disk_full(rc, err, "segment", labels)
+    assert state["written"] == 5 and siblings(labels) == [] and not summary.exists()
+
+    disk_full_after(None)
+    assert run_cli(capsys, *argv)[0] == 0
+    assert json.loads(summary.read_text())["n_objects"] == 3
+    assert np.unique(zarr.open_array(labels / "0")[:]).tolist() == [0, 1, 2, 3]

@@ -26,7 +26,7 @@ from isonet.modelfile import load_model
 from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
 from isonet.stages.common import Progress, axial_factor
-from isonet.storage import create_ome_zarr, read_ome_zarr
+from isonet.storage import create_ome_zarr, naming_path, read_ome_zarr
 from isonet.train import pick_device, use_deterministic_torch
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,10 @@ def predict_stage(
         return i
 
     tasks = [dask.delayed(run_block)(i, r) for i, r in todo]
-    dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+    try:
+        dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+    except OSError as err:  # a block whose write failed has no marker: the rerun computes it again
+        raise naming_path(err, partial) from err
 
     shutil.rmtree(done_dir)
     (partial / ".isonet-signature.json").unlink()

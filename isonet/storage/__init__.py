@@ -1,5 +1,5 @@
 
-from isonet.storage.atomic import atomic_path, write_json, write_text
+from isonet.storage.atomic import atomic_path, naming_path, write_json, write_text
 from isonet.storage.axes import SqueezedArray
 from isonet.storage.omezarr import (
     NGFF_VERSION,
@@ -17,5 +17,5 @@ from isonet.storage.voxels import check_voxel_size
 __all__ = [
     "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "ZARR_SUFFIXES",
     "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size", "create_ome_zarr", "export_tiff",
-    "open_volume", "read_ome_zarr", "write_json", "write_ome_zarr_metadata", "write_text",
+    "naming_path", "open_volume", "read_ome_zarr", "write_json", "write_ome_zarr_metadata", "write_text",
 ]

@@ -25,6 +25,22 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def naming_path(err: OSError, path: str | os.PathLike) -> OSError:
+    """``err``, or a copy naming ``path`` when it names no file (a full disk's write names none).
+
+    Examples
+    --------
+    >>> import errno
+    >>> naming_path(OSError(errno.ENOSPC, "No space left on device"), "out.zarr").filename
+    'out.zarr'
+    """
+    if err.filename is not None or err.errno is None:
+        return err
+    named = OSError(err.errno, err.strerror, str(path))
+    named.__cause__ = err
+    return named
+
+
 def _check_writable_directory(directory: Path, target: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(
@@ -53,7 +69,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     atomic on one file system) whose name ends with the name of ``path``, so extension-sniffing
     writers behave the same. On clean exit the temporary replaces ``path``; an existing directory
     at ``path`` is first moved aside and deleted only after the new one is in place. On an
-    exception (KeyboardInterrupt included) the temporary is removed and ``path`` is untouched.
+    exception (KeyboardInterrupt included) the temporary is removed and ``path`` is untouched; an
+    ``OSError`` that names no file (a full disk) is raised again naming ``path``.
 
     Parameters
     ----------
@@ -99,6 +116,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise naming_path(err, path) from err
     except BaseException:
         _remove(tmp)
         raise
