@@ -417,3 +417,26 @@ def test_stitch_and_segment_with_a_full_disk_keep_nothing_and_rerun(tmp_path, ca
     assert run_cli(capsys, *argv)[0] == 0
     assert json.loads(summary.read_text())["n_objects"] == 3
     assert np.unique(zarr.open_array(labels / "0")[:]).tolist() == [0, 1, 2, 3]
+
+
+def test_convert_killed_mid_write_leaves_no_output_and_the_rerun_removes_its_temporary(tmp_path, capsys):
+    source = tmp_path / "in.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(source, rng.integers(0, 4000, (64, 256, 256), dtype=np.uint16), imagej=True,
+                     resolution=(5, 5), metadata={"spacing": 0.8, "unit": "um", "axes": "ZYX"})
+    out = tmp_path / "out.ome.zarr"
+    argv = ["convert", str(source), str(out), "--chunks", "2", "256", "256"]
+    with open(tmp_path / "convert.log", "w") as log:
+        proc = subprocess.Popen([str(BIN / "isonet"), *argv], env=snakemake_env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def first_chunk_written() -> bool:
+        return any(any_file(tmp / "0" / "c") for tmp in tmp_path.glob(".tmp-*-out.ome.zarr"))
+
+    kill_when(proc, tmp_path / "convert.log", first_chunk_written, "the first chunk of convert", timeout=120)
+    assert not out.exists()
+    assert len(siblings(out)) == 1  # the killed writer's temporary, under a hidden name
+
+    assert run_cli(capsys, *argv)[0] == 0
+    assert siblings(out) == ["out.ome.zarr"]
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[:], tifffile.imread(source))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,37 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _temporary(kind: str, path: Path) -> Path:
+    """A hidden sibling of ``path`` whose name says which process on which host wrote it."""
+    return path.parent / f".{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Delete temporaries of ``path`` left by killed writers: same host, process no longer running.
+
+    A writer on another host (a shared file system) or still running is left alone, so two
+    writers never delete each other's work.
+    """
+    pattern = re.compile(
+        rf"\.(?:tmp|old)-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}-{re.escape(path.name)}"
+    )
+    with contextlib.suppress(OSError):
+        for sibling in path.parent.iterdir():
+            match = pattern.fullmatch(sibling.name)
+            if match and _process_gone(int(match.group(1))):
+                _remove(sibling)
 
 
 def naming_path(err: OSError, path: str | os.PathLike) -> OSError:
@@ -67,7 +100,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary path is a hidden sibling of ``path`` (same directory, so the final rename is
     atomic on one file system) whose name ends with the name of ``path``, so extension-sniffing
-    writers behave the same. On clean exit the temporary replaces ``path``; an existing directory
+    writers behave the same, and names this host and process: temporaries that a killed writer
+    on this host left behind are deleted when ``path`` is next written. On clean exit the temporary replaces ``path``; an existing directory
     at ``path`` is first moved aside and deleted only after the new one is in place. On an
     exception (KeyboardInterrupt included) the temporary is removed and ``path`` is untouched; an
     ``OSError`` that names no file (a full disk) is raised again naming ``path``.
@@ -100,13 +134,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _check_writable_directory(path.parent, path)
-    tmp = path.parent / f".tmp-{secrets.token_hex(4)}-{path.name}"
+    _remove_abandoned(path)
+    tmp = _temporary("tmp", path)
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: nothing was written for {path}")
         if path.is_dir() and not path.is_symlink():
-            old = path.parent / f".old-{secrets.token_hex(4)}-{path.name}"
+            old = _temporary("old", path)
             os.replace(path, old)
             try:
                 os.replace(tmp, path)
