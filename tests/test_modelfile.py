@@ -143,8 +143,8 @@ def test_model_file_is_safetensors_with_json_metadata(tmp_path):
     raw = path.read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])  # the whole header is JSON: tensors' offsets + metadata
-    assert header["__metadata__"]["format"] == MODEL_FORMAT
     info = json.loads(header["__metadata__"]["isonet"])
+    assert info["format"] == MODEL_FORMAT
     assert info["architecture"] == "isonet1" and info["factor"] == 3 and info["note"] == {"a": [1, 2]}
     assert info["weights_sha256"] == weights_sha256(net.state_dict())
     loaded, meta = load_model(path)
