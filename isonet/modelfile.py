@@ -37,9 +37,9 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names, dtypes, shapes and bytes (independent of the file around it)."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
+        t = state_dict[name].detach().cpu()
         h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -131,9 +131,11 @@ def read_tensor_file(path, expected_format: str) -> tuple[dict[str, torch.Tensor
         head = f.read(9)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save zip container, or a bare pickle
         if what == "model file":
+            new = path.with_suffix(".safetensors")
+            new = new.with_name(new.stem + ".converted.safetensors") if new == path else new
             raise InputError(
                 f"{path}: model file in the old pickle format, which can run code when loaded (refused); if you "
-                f"trust its source, convert it with `isonet convert-model {path} {path.with_suffix('.safetensors')}`"
+                f"trust its source, convert it with `isonet convert-model {path} {new}`"
             )
         raise InputError(
             f"{path}: training checkpoint in the old pickle format, which can run code when loaded (refused); "
@@ -147,17 +149,17 @@ def read_tensor_file(path, expected_format: str) -> tuple[dict[str, torch.Tensor
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{path}: damaged {what} ({_first_line(exc)}); copy or write it again") from None
-    if metadata.get("format") != expected_format:
-        raise InputError(
-            f"{path}: not an isonet {what} (format {metadata.get('format')!r}, {expected_format!r} expected); "
-            "give a file written by isonet train"
-        )
     try:
         info = json.loads(metadata["isonet"])
     except (KeyError, ValueError) as exc:
-        raise InputError(f"{path}: damaged {what} metadata ({_first_line(exc)}); write it again") from None
-    if not isinstance(info, dict):
-        raise InputError(f"{path}: damaged {what} metadata (not a JSON object); write it again")
+        raise InputError(f"{path}: not an isonet {what} (no isonet metadata: {_first_line(exc)}); "
+                         "give a file written by isonet train") from None
+    if not isinstance(info, dict) or info.get("format") != expected_format:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise InputError(
+            f"{path}: not an isonet {what} (format {found!r}, {expected_format!r} expected); "
+            "give a file written by isonet train"
+        )
     return tensors, info
 
 
@@ -209,7 +211,9 @@ def convert_legacy_model(old, new, trust: bool = False) -> dict:
 def _write_tensor_file(path, tensors: dict[str, torch.Tensor], fmt: str, info: dict) -> None:
     from .storage import atomic_path
 
-    metadata = {"format": fmt, "isonet": json.dumps(info, sort_keys=True)}
+    # one metadata key: safetensors writes its metadata map in no fixed order, and the same
+    # model should give the same bytes
+    metadata = {"isonet": json.dumps({**info, "format": fmt}, sort_keys=True)}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 

@@ -59,3 +59,57 @@ def test_warmup_ramps_the_learning_rate():
     state = fit(build_network("isonet2"), X, Y, cfg, log=lambda m: None)
     lrs = [r["learning_rate"] for r in state.history]
     assert abs(lrs[0] - 1e-3 * 6 / 10) < 1e-9 and abs(lrs[1] - 1e-3) < 1e-9
+
+
+def _train_files(tmp_path, n=64):
+    import json
+
+    X, Y = _pairs(n, seed=4)
+    patches = tmp_path / "patches.npz"
+    np.savez(patches, X=X, Y=Y, kernel=np.ones((1, 1)),
+             meta=json.dumps({"factor": 3, "normalization": {"low": 0.0, "high": 1.0, "percentiles": [1.0, 99.8]}}))
+    (tmp_path / "psf.json").write_text(json.dumps({"commuting_flips": [0, 1]}))
+    return patches, tmp_path / "psf.json"
+
+
+def test_training_is_bit_identical_and_resume_continues_exactly(tmp_path):
+    from isonet.modelfile import load_checkpoint, load_model
+    from isonet.stages.train import train_stage
+
+    patches, psf = _train_files(tmp_path, n=48)
+    runs = {}
+    for name, epochs in (("a", [2]), ("b", [2]), ("resumed", [1, 2])):
+        (tmp_path / name).mkdir()
+        for e in epochs:  # the second call resumes from the first one's checkpoint
+            train_stage(patches, psf, tmp_path / name / "model.safetensors", tmp_path / name / "curve.tsv",
+                        tmp_path / name / "checkpoint.safetensors", epochs=e, batch_size=16, precision="fp32",
+                        warmup_steps=3, seed=7)
+        runs[name] = load_model(tmp_path / name / "model.safetensors")[0].state_dict()
+    for name in ("b", "resumed"):
+        assert all(torch.equal(runs["a"][k], runs[name][k]) for k in runs["a"]), name
+        assert (tmp_path / name / "model.safetensors").read_bytes() == (tmp_path / "a" / "model.safetensors").read_bytes()
+    last = {name: load_checkpoint(tmp_path / name / "checkpoint.safetensors")[1] for name in ("a", "resumed")}
+    for part in ("model", "best_model"):
+        assert all(torch.equal(last["a"][part][k], last["resumed"][part][k]) for k in last["a"][part])
+    assert torch.equal(last["a"]["torch_rng"], last["resumed"]["torch_rng"])
+    assert last["a"]["numpy_rng"] == last["resumed"]["numpy_rng"]
+    curves = [(tmp_path / n / "curve.tsv").read_text().splitlines() for n in ("a", "resumed")]
+    assert [l.split("\t")[1:3] for l in curves[0]] == [l.split("\t")[1:3] for l in curves[1]]  # same losses
+    # the seed reaches the initial weights
+    assert not torch.equal(build_network("isonet2", seed=7).out.weight, build_network("isonet2", seed=8).out.weight)
+
+
+def test_model_file_records_settings_versions_and_input_hashes(tmp_path):
+    from isonet.modelfile import load_model
+    from isonet.provenance import file_sha256
+    from isonet.stages.train import train_stage
+
+    patches, psf = _train_files(tmp_path, n=32)
+    train_stage(patches, psf, tmp_path / "m.safetensors", tmp_path / "c.tsv", epochs=1, seed=3, precision="fp32")
+    prov = load_model(tmp_path / "m.safetensors")[1]["provenance"]
+    assert prov["stage"] == "train"
+    assert prov["inputs"]["patches"] == {"path": str(patches), "sha256": file_sha256(patches)}
+    assert prov["inputs"]["psf"]["sha256"] == file_sha256(psf)
+    assert prov["settings"]["seed"] == 3 and prov["settings"]["threads"] == torch.get_num_threads()
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"] == torch.__version__
+    assert {"isonet", "numpy", "zarr", "safetensors", "python"} <= set(prov["versions"])
