@@ -366,30 +366,34 @@ def write_input_store(path: Path, volume: np.ndarray, voxel_size=(0.8, 0.2, 0.2)
 
 def test_predict_with_a_full_disk_records_only_whole_blocks_and_resumes(tmp_path, capsys, caplog, disk_full_after,
                                                                         model_file):
-    source = write_input_store(tmp_path / "input.ome.zarr", phantom((4, 32, 32)))
+    source = write_input_store(tmp_path / "input.ome.zarr", phantom((4, 16, 32)))
     out = tmp_path / "predicted.ome.zarr"
-    # output 13x32x32 in chunks of 4x16x16 (16 chunks), blocks of 8x32x32: 2 blocks of 8 chunks
-    argv = ("predict", source, model_file, out, "--chunks", 4, 16, 16, "--block", 8, 32, 32, "--threads", 1)
+    # output 13x16x32 in chunks of 4x16x16 (8 chunks), blocks of 8x16x32: 2 blocks of 4 chunks
+    argv = ("predict", source, model_file, out, "--chunks", 4, 16, 16, "--block", 8, 16, 32, "--threads", 1)
     clean = tmp_path / "clean" / "predicted.ome.zarr"
     assert run_cli(capsys, *argv[:3], clean, *argv[4:])[0] == 0
 
-    state = disk_full_after(11)  # the first block's 8 chunks, then 3 of the second's
+    state = disk_full_after(6)  # the first block's 4 chunks, then 2 of the second's
     rc, err = run_cli(capsys, *argv)
     partial = out.with_name(out.name + ".partial")
     assert_one_line_disk_full(rc, err, "predict", partial)
-    assert state["written"] == 11 and not out.exists()
+    assert state["written"] == 6 and not out.exists()
     done = sorted(p.name for p in (partial / ".isonet-done").iterdir())
     assert len(done) == 1, done  # the block whose write failed is not recorded as finished
     z = slice(0, 8) if done == ["0"] else slice(8, 13)
     np.testing.assert_array_equal(zarr.open_array(partial / "0")[z], zarr.open_array(clean / "0")[z])
+    # what a kill during a chunk write leaves: zarr's temporary next to the chunk
+    stray = partial / "0" / "c" / "3" / "0" / "0.0123456789abcdef0123456789abcdef.partial"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"cut short")
 
     disk_full_after(None)
     caplog.set_level("INFO", logger="isonet")
     rc, err = run_cli(capsys, *argv)
     assert rc == 0, err
-    assert "2 blocks of (8, 32, 32) (1 to do)" in caplog.text
+    assert "2 blocks of (8, 16, 32) (1 to do)" in caplog.text
     np.testing.assert_array_equal(zarr.open_array(out / "0")[:], zarr.open_array(clean / "0")[:])
-    assert siblings(out) == ["predicted.ome.zarr"]
+    assert siblings(out) == ["predicted.ome.zarr"] and not list(out.rglob("*.partial"))
 
 
 def test_stitch_and_segment_with_a_full_disk_keep_nothing_and_rerun(tmp_path, capsys, disk_full_after):

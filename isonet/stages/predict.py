@@ -105,6 +105,9 @@ def predict_stage(
         if old != json.loads(json.dumps(signature)):
             logger.info("predict: discarding %s (different input, model or settings)", partial)
             shutil.rmtree(partial)
+        else:  # zarr writes a chunk as <key>.<uuid>.partial, then renames it: drop those a kill cut short
+            for stray in (partial / "0").rglob("*.partial"):
+                stray.unlink()
     if not partial.exists():
         create_ome_zarr(
             partial, out_shape, np.float32, chunks, out_vs, name="restored", compression_level=compression_level,
