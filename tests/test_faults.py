@@ -184,13 +184,14 @@ def output_paths(workdir: Path) -> dict[str, Path]:
     return {p: workdir / p for paths in OUTPUTS.values() for p in paths}
 
 
-def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
-    t_start, cpu_start = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    reference = deploy_kill_workdir(tmp_path / "reference")
-    work = deploy_kill_workdir(tmp_path / "killed")
-    # the uninterrupted run, alongside the killed ones (one core each)
-    reference_run = start_run(reference, reference / "run.log", TARGET)
+def unlock(work: Path) -> None:
+    result = subprocess.run(snakemake_command(work, "--unlock"), cwd=work, env=snakemake_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
+
+def kill_and_rerun(work: Path, reference: Path, reference_run: subprocess.Popen) -> None:
+    """Kill the run in ``work`` at each kill point, unlock and rerun it; then compare with ``reference``."""
     R = work / "results" / "tiny"
     kill_points = [  # (what, reached, outputs that must not exist yet)
         ("patches started", lambda: (work / "logs/tiny/patches.log").exists(), OUTPUTS["patches"]),
@@ -207,10 +208,12 @@ def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
     timings = []
     for number, (what, reached, absent) in enumerate(kill_points):
         log = work / f"run{number}.log"
-        if number:  # after a SIGKILL, snakemake's lock remains: the README's --unlock, then the same command
-            unlock = subprocess.run(snakemake_command(work, "--unlock"), cwd=work, env=snakemake_env(),
-                                    capture_output=True, text=True, timeout=120)
-            assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+        if number == 1:  # after a SIGKILL, snakemake's lock remains and a plain rerun says what to do
+            plain = subprocess.run(snakemake_command(work, TARGET), cwd=work, env=snakemake_env(),
+                                   capture_output=True, text=True, timeout=120)
+            assert plain.returncode != 0 and "--unlock" in plain.stdout + plain.stderr, plain.stdout + plain.stderr
+        if number:  # the README's --unlock, then the same command
+            unlock(work)
         waited = kill_when(start_run(work, log, TARGET), log, reached, what)
         timings.append((what, round(waited, 1)))
         for path in absent:
@@ -227,9 +230,7 @@ def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
     assert {"synthetic", "psf", "convert", "patches", "train", "predict"} <= finished, finished
 
     # the last, complete rerun
-    unlock = subprocess.run(snakemake_command(work, "--unlock"), cwd=work, env=snakemake_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    unlock(work)
     final = subprocess.run(snakemake_command(work, TARGET), cwd=work, env=snakemake_env(),
                            capture_output=True, text=True, timeout=300)
     (work / "final.log").write_text(final.stdout + final.stderr)
@@ -257,8 +258,23 @@ def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
                      (work / "logs/tiny/train.log").read_text())
     assert re.search(r"4 blocks of \(4, 48, 48\) \([123] to do\)", (work / "logs/tiny/predict.log").read_text())
     assert not list((R / "predict").glob("*.partial"))
+    print(f"kill points (seconds from start to kill): {timings}")
+
+
+def test_killed_workflow_reruns_to_the_uninterrupted_result(tmp_path):
+    t_start, cpu_start = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    reference = deploy_kill_workdir(tmp_path / "reference")
+    work = deploy_kill_workdir(tmp_path / "killed")
+    # the uninterrupted run, alongside the killed ones (one core each)
+    reference_run = start_run(reference, reference / "run.log", TARGET)
+    try:
+        kill_and_rerun(work, reference, reference_run)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(reference_run.pid, signal.SIGKILL)
+        reference_run.wait()
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"kill points (seconds from start to kill): {timings}; total {time.monotonic() - t_start:.0f} s, "
+    print(f"total {time.monotonic() - t_start:.0f} s, "
           f"CPU of the runs {cpu.ru_utime + cpu.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime:.0f} s")
 
 
