@@ -109,3 +109,77 @@ def test_geometric_combine_is_bounded_by_mean(net, volume):
     g = restore_volume(net, volume, 4, norm, 40, combine="geometric")
     # AM-GM in normalised units (both passes clipped at 0 for the geometric mean)
     assert np.all(norm.apply(g) <= np.clip(norm.apply(m), 0, None) + 1e-4)
+
+
+def test_predict_twice_is_byte_identical_and_outputs_record_provenance(tmp_path):
+    import json
+
+    import zarr
+
+    from isonet.modelfile import save_model
+    from isonet.provenance import array_sha256, file_sha256
+    from isonet.stages.evaluate import evaluate_stage
+    from isonet.stages.predict import predict_stage
+    from isonet.stages.stitch import stitch_stage
+    from isonet.storage import create_ome_zarr, read_ome_zarr
+
+    image = tmp_path / "in.ome.zarr"
+    _, level0 = create_ome_zarr(image, (5, 24, 20), np.float32, (4, 16, 16), (0.8, 0.2, 0.2))
+    level0[:] = (np.random.default_rng(1).random((5, 24, 20)) * 1000 + 100).astype(np.float32)
+    model = tmp_path / "model.safetensors"
+    save_model(model, build_network("isonet2", seed=0), "isonet2", 4, Normalization(100.0, 1100.0), dropout=0.2,
+               provenance={"stage": "train", "settings": {"seed": 0}})
+    outputs = []
+    for name in ("a", "b"):
+        predict_stage(image, model, tmp_path / f"{name}.ome.zarr", chunks=(8, 24, 24), block=(16, 24, 24), workers=2)
+        outputs.append(np.asarray(read_ome_zarr(tmp_path / f"{name}.ome.zarr")[0][:]))
+    assert outputs[0].shape == (17, 24, 20)
+    assert outputs[0].tobytes() == outputs[1].tobytes()
+
+    record = dict(zarr.open_group(tmp_path / "a.ome.zarr", mode="r").attrs)["isonet"]
+    assert record["stage"] == "predict"
+    assert record["inputs"]["image"]["sha256"] == array_sha256(np.asarray(level0[:]))
+    assert record["inputs"]["model"]["sha256"] == file_sha256(model)
+    assert record["inputs"]["model"]["training"]["settings"] == {"seed": 0}
+    assert record["settings"]["combine"] == "mean" and record["settings"]["chunks"] == [8, 24, 20]
+    assert {"isonet", "torch", "numpy", "zarr"} <= set(record["versions"])
+
+    stitch_stage(tmp_path / "a.ome.zarr", tmp_path / "restored.ome.zarr", pyramid_levels=2)
+    attrs = dict(zarr.open_group(tmp_path / "restored.ome.zarr", mode="r").attrs)
+    assert "ome" in attrs and "isonet" not in attrs["ome"]
+    assert attrs["isonet"]["inputs"] == record["inputs"] and attrs["isonet"]["stitch"]["settings"]["pyramid_levels"] == 2
+    assert "stitch" not in dict(zarr.open_group(tmp_path / "a.ome.zarr", mode="r").attrs)["isonet"]  # hard links kept apart
+
+    evaluate_stage(image, tmp_path / "restored.ome.zarr", None, tmp_path / "metrics.json", tmp_path / "metrics.md")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    restored = metrics["provenance"]["inputs"]["restored"]
+    assert restored["sha256"] == array_sha256(outputs[0])
+    assert restored["provenance"]["inputs"]["model"]["sha256"] == file_sha256(model)
+
+
+def test_array_sha256_ignores_storage_and_reads_in_bounded_blocks(tmp_path):
+    import zarr
+
+    from isonet.provenance import array_sha256
+
+    data = np.random.default_rng(0).integers(0, 60000, (9, 13, 22)).astype(np.uint16)
+    stored = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, dtype=data.dtype, chunks=(2, 5, 4))
+    stored[:] = data
+
+    class Recording:
+        shape, dtype, chunks = data.shape, data.dtype, (2, 5, 4)
+        largest = 0
+
+        def __getitem__(self, key):
+            block = stored[key]
+            Recording.largest = max(Recording.largest, block.nbytes)
+            return block
+
+    reference = array_sha256(data)
+    assert array_sha256(stored) == array_sha256(data.astype(">u2")) == reference
+    assert array_sha256(Recording(), max_bytes=200) == reference
+    assert Recording.largest <= 2 * 5 * 8 * 2  # two chunks along x: the budget rounded to whole chunks
+    changed = data.copy()
+    changed[8, 12, 21] += 1
+    assert array_sha256(changed) != reference
+    assert array_sha256(data.reshape(9, 22, 13)) != reference  # the shape is part of the content
