@@ -467,3 +467,41 @@ def test_convert_killed_mid_write_leaves_no_output_and_the_rerun_removes_its_tem
     assert run_cli(capsys, *argv)[0] == 0
     assert siblings(out) == ["out.ome.zarr"]
     np.testing.assert_array_equal(zarr.open_array(out / "0")[:], tifffile.imread(source))
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no ``except Exception`` catches it."""
+
+
+def test_predict_killed_at_each_step_of_publishing_its_store_reruns_to_the_same_output(tmp_path, capsys,
+                                                                                        monkeypatch, model_file):
+    import isonet.stages.predict as predict_module
+
+    source = write_input_store(tmp_path / "input.ome.zarr", phantom((4, 16, 16)))
+    out = tmp_path / "predicted.ome.zarr"
+    argv = ("predict", source, model_file, out, "--chunks", 4, 16, 16, "--threads", 1)
+    assert run_cli(capsys, *argv)[0] == 0
+    expected = content_digest(out)
+
+    calls = {"left": 0}
+
+    def dying(function):
+        def call(*args, **kwargs):
+            calls["left"] -= 1
+            if calls["left"] == 0:
+                raise Killed
+            return function(*args, **kwargs)
+        return call
+
+    # publishing is four file-system steps: signature, block markers, old output, rename
+    monkeypatch.setattr(predict_module, "os", type("os", (), {"remove": staticmethod(dying(os.remove)),
+                                                               "replace": staticmethod(dying(os.replace))}))
+    monkeypatch.setattr(predict_module, "shutil", type("shutil", (), {"rmtree": staticmethod(dying(shutil.rmtree))}))
+    for step in (1, 2, 3, 4):
+        calls["left"] = step
+        with pytest.raises(Killed):
+            run_cli(capsys, *argv)
+        calls["left"] = 0
+        rc, err = run_cli(capsys, *argv)
+        assert rc == 0, f"killed at step {step}: {err}"
+        assert content_digest(out) == expected and siblings(out) == ["predicted.ome.zarr"], step

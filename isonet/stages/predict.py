@@ -148,8 +148,10 @@ def predict_stage(
     except OSError as err:  # a block whose write failed has no marker: the rerun computes it again
         raise naming_path(err, partial) from err
 
+    # the signature goes first: a run killed from here on finds no signature and starts over,
+    # never a signed store whose block markers are gone
+    os.remove(partial / ".isonet-signature.json")
     shutil.rmtree(done_dir)
-    (partial / ".isonet-signature.json").unlink()
     if output_zarr.exists():
         shutil.rmtree(output_zarr)
     os.replace(partial, output_zarr)
