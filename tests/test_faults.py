@@ -449,7 +449,7 @@ def test_stitch_and_segment_with_a_full_disk_keep_nothing_and_rerun(tmp_path, ca
 def test_convert_killed_mid_write_leaves_no_output_and_the_rerun_removes_its_temporary(tmp_path, capsys):
     source = tmp_path / "in.tif"
     rng = np.random.default_rng(0)
-    tifffile.imwrite(source, rng.integers(0, 4000, (64, 256, 256), dtype=np.uint16), imagej=True,
+    tifffile.imwrite(source, rng.integers(0, 4000, (128, 256, 256), dtype=np.uint16), imagej=True,
                      resolution=(5, 5), metadata={"spacing": 0.8, "unit": "um", "axes": "ZYX"})
     out = tmp_path / "out.ome.zarr"
     argv = ["convert", str(source), str(out), "--chunks", "2", "256", "256"]
