@@ -269,8 +269,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         run(args)
-    except InputError as exc:
-        print(f"isonet {args.command}: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # anything else is a bug in isonet and keeps its traceback
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"isonet {args.command}: error: {message}", file=sys.stderr)
         return 2
     logging.getLogger("isonet").info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 from isonet.errors import InputError
 
@@ -30,6 +32,62 @@ def axial_factor(voxel_size, subsample=None, source="input") -> int:
             "set subsample: for this sample or resample z to an integer multiple of the pixel size"
         )
     return int(round(ratio))
+
+
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False) -> Path:
+    """Refuse an output path that would overwrite an input or something other than an earlier output.
+
+    A stage replaces its output atomically when it exists; that is safe for a store or file it
+    wrote before, but not for a directory of other files given by mistake, nor for a path inside
+    one of its inputs (writing there would change the input).
+
+    Parameters
+    ----------
+    output : str or path
+        Where the stage writes.
+    inputs : sequence of str or path
+        The stage's input files and stores.
+    store : bool
+        The output is a (Zarr) directory; else a single file.
+
+    Returns
+    -------
+    output : Path
+
+    Raises
+    ------
+    InputError
+        ``output`` is an input, lies inside one or holds one; it exists as a file where a store
+        is written, as a directory that is not a Zarr store, or as a directory where a file is
+        written.
+
+    Examples
+    --------
+    >>> check_output_path("out.zarr", ["in.tif"], store=True)
+    PosixPath('out.zarr')
+    """
+    output = Path(output)
+    target = output.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise InputError(
+                f"{output}: output would overwrite or write inside the input {source}; choose another output path"
+            )
+    if not output.exists() and not output.is_symlink():
+        return output
+    if store and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a directory (Zarr store); remove it or choose another path")
+    if store and not any((output / m).is_file() for m in ZARR_MARKERS):
+        raise InputError(
+            f"{output}: exists and is not a Zarr store, so it is not replaced; remove it or choose another path"
+        )
+    if not store and output.is_dir():
+        raise InputError(f"{output}: exists and is a directory; remove it or choose another output file name")
+    return output
 
 
 class Progress:
