@@ -219,8 +219,10 @@ def run(args: argparse.Namespace):
 
         return stitch_stage(args.predicted_zarr, args.output_zarr, args.levels, args.tiff)
     if c == "export-tiff":
+        from isonet.stages.common import check_output_path
         from isonet.storage import export_tiff, read_ome_zarr
 
+        check_output_path(args.tiff, [args.zarr])
         array, voxel_size = read_ome_zarr(args.zarr)
         return export_tiff(array, args.tiff, voxel_size)
     if c == "benchmark-cell":

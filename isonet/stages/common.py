@@ -34,7 +34,10 @@ def axial_factor(voxel_size, subsample=None, source="input") -> int:
     return int(round(ratio))
 
 
-ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding Zarr (v3 or v2) metadata at its root."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
 
 
 def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False) -> Path:
@@ -81,7 +84,7 @@ def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False)
         return output
     if store and not output.is_dir():
         raise InputError(f"{output}: exists and is not a directory (Zarr store); remove it or choose another path")
-    if store and not any((output / m).is_file() for m in ZARR_MARKERS):
+    if store and not is_zarr_store(output):
         raise InputError(
             f"{output}: exists and is not a Zarr store, so it is not replaced; remove it or choose another path"
         )

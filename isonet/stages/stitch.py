@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, build_pyramid, export_tiff, read_ome_zarr
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,10 @@ def stitch_stage(predicted_zarr, output_zarr, pyramid_levels: int = 3, tiff_path
 
     ``method`` is ``"mean"`` for intensities and ``"nearest"`` for label images.
     """
-    output_zarr = Path(output_zarr)
+    output_zarr = check_output_path(output_zarr, [predicted_zarr], store=True)
+    read_ome_zarr(predicted_zarr)  # an OME-Zarr image, before anything is copied
+    if tiff_path:
+        check_output_path(tiff_path, [predicted_zarr, output_zarr])
     with atomic_path(output_zarr) as tmp:
         shutil.copytree(predicted_zarr, tmp, copy_function=_link_or_copy)
         shapes = build_pyramid(tmp, n_levels=pyramid_levels, method=method, log=lambda m: logger.info("stitch: %s", m))
