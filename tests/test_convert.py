@@ -296,3 +296,10 @@ def test_output_paths_that_are_not_replaced(tmp_path):
     before = digest(tmp_path / "a.zarr")
     assert "inside the input" in raises_one_line("a.zarr", convert, tmp_path / "a.zarr", tmp_path / "a.zarr" / "b.zarr")
     assert digest(tmp_path / "a.zarr") == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, where writes fail even for root")
+def test_write_failure_is_an_input_error(tmp_path):
+    write_imagej(tmp_path / "in.tif", volume("uint16", (2, 4, 4)))
+    assert "cannot write the output" in raises_one_line("/proc/isonet.zarr", convert, tmp_path / "in.tif",
+                                                        "/proc/isonet.zarr")

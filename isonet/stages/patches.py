@@ -12,7 +12,7 @@ import numpy as np
 
 from isonet.errors import InputError
 from isonet.patches import add_camera_noise, fit_normalization, sample_training_pairs
-from isonet.stages.common import axial_factor, check_output_path
+from isonet.stages.common import axial_factor, check_output_path, writing
 from isonet.storage import atomic_path, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def patches_stage(
         "patch_size": patch_size, "planes": len(planes), "foreground_threshold": threshold, "seed": seed,
         "camera_noise": camera_noise,
     }
-    with atomic_path(out_npz) as tmp:
+    with writing(out_npz), atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, X=X, Y=Y, kernel=kernel, meta=json.dumps(meta))
     logger.info("patches: %d pairs of %d² -> %s", len(X), patch_size, out_npz)
