@@ -66,8 +66,8 @@ def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False)
     ------
     InputError
         ``output`` is an input, lies inside one or holds one; it exists as a file where a store
-        is written, as a directory that is not a Zarr store, or as a directory where a file is
-        written.
+        is written, as a non-empty directory that is not a Zarr store, or as a non-empty
+        directory where a file is written.
 
     Examples
     --------
@@ -84,6 +84,8 @@ def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False)
             )
     if not output.exists() and not output.is_symlink():
         return output
+    if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+        return output  # an empty directory (e.g. made by a workflow manager) holds nothing to lose
     if store and not output.is_dir():
         raise InputError(f"{output}: exists and is not a directory (Zarr store); remove it or choose another path")
     if store and not is_zarr_store(output):
