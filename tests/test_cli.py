@@ -159,3 +159,17 @@ def test_train_refuses_damaged_patch_files(tmp_path, capsys):
                           str(tmp_path / "c.tsv")], capsys)
         assert rc == 2 and len(lines) == 1 and name in lines[0] and expected in lines[0], lines
         assert not (tmp_path / "m.pt").exists()
+
+
+def test_bad_argument_values_are_one_line_usage_errors(capsys):
+    for argv, expected in (
+        (["predict", "a.zarr", "m.pt", "o.zarr", "--chunks", "0", "8", "8"], "--chunks: '0' is not a positive integer"),
+        (["train", "p.npz", "psf.json", "m.pt", "c.tsv", "--dropout", "1.5"], "--dropout: '1.5' is not a fraction"),
+        (["convert", "a.tif", "b.zarr", "--compression-level", "99"], "is not a zstd level"),
+        (["convert", "a.tif"], "required: output"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
