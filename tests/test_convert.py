@@ -303,3 +303,13 @@ def test_write_failure_is_an_input_error(tmp_path):
     write_imagej(tmp_path / "in.tif", volume("uint16", (2, 4, 4)))
     assert "cannot write the output" in raises_one_line("/proc/isonet.zarr", convert, tmp_path / "in.tif",
                                                         "/proc/isonet.zarr")
+
+
+def test_ome_zarr_with_spatial_axes_out_of_order_refused(tmp_path):
+    group = zarr.open_group(tmp_path / "xyz.zarr", mode="w")
+    group.create_array("0", data=volume("uint16", (4, 6, 8)))
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "xyz"],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.25, 0.25, 2.0]}]}],
+    }]}
+    assert "order x, y, z" in refused(tmp_path, tmp_path / "xyz.zarr")

@@ -62,6 +62,12 @@ def open_volume(path: str | os.PathLike) -> tuple[Any, tuple[float, float, float
             multiscale = _multiscale_of(dict(zarr.open_group(path, mode="r").attrs)) or {}
             names = [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", [])]
             axes = "".join(str(n).upper()[:1] for n in names)
+        spatial = "".join(a for a in axes or "" if a in "ZYX")
+        if sorted(spatial) == ["X", "Y", "Z"] and spatial != "ZYX":
+            raise InputError(
+                f"{path}: spatial axes are stored in the order {', '.join(spatial.lower())}; isonet reads "
+                "z, y, x: transpose the image (or export it as TIFF) and convert it again"
+            )
         return _squeeze_to_zyx(array, axes, path), voxel_size, lambda: None
     if name.endswith(TIFF_SUFFIXES):
         if path.stat().st_size == 0:
