@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 
@@ -29,17 +30,47 @@ def _opt_float(text: str):
     return None if text in ("", "none", "None", "null") else float(text)
 
 
+def _checked(convert, test, expected: str):
+    """An argparse type: ``convert(text)``, refused unless ``test(value)``; named after what it expects."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        return value
+
+    parse.__name__ = expected  # argparse names the type in some messages
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_count = _checked(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+_zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="isonet", description=__doc__.splitlines()[0])
+    p = _Parser(prog="isonet", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synthetic", help="generate the synthetic phantom dataset (TIFFs)")
     s.add_argument("--out-dir", required=True)
-    s.add_argument("--shape", type=int, nargs=3, default=[256, 256, 256])
+    s.add_argument("--shape", type=_positive_int, nargs=3, default=[256, 256, 256])
     s.add_argument("--kind", default="nuclei")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--pixel-size", type=float, default=0.2, help="isotropic voxel size of the phantom (µm)")
+    s.add_argument("--pixel-size", type=_positive_float, default=0.2, help="isotropic voxel size of the phantom (µm)")
     s.add_argument("--subsample", type=int, default=4)
     s.add_argument("--psf-kind", default="gaussian")
     s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
@@ -50,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="TIFF / OME-TIFF / Zarr -> chunked OME-Zarr")
     s.add_argument("input")
     s.add_argument("output")
-    s.add_argument("--chunks", type=int, nargs=3, default=[64, 256, 256])
+    s.add_argument("--chunks", type=_positive_int, nargs=3, default=[64, 256, 256])
     s.add_argument("--voxel-size", type=float, nargs=3, default=None, help="z y x in µm (overrides the file)")
-    s.add_argument("--compression-level", type=int, default=3)
-    s.add_argument("--levels", type=int, default=2)
+    s.add_argument("--compression-level", type=_zstd_level, default=3)
+    s.add_argument("--levels", type=_positive_int, default=2)
 
     s = sub.add_parser("psf", help="build the PSF, h_rot, h_iso and the training kernel")
     s.add_argument("--out-npz", required=True)
@@ -68,12 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("psf_npz")
     s.add_argument("out_npz")
     s.add_argument("--subsample", type=_opt_int, default=None)
-    s.add_argument("--n-patches", type=int, default=4000)
+    s.add_argument("--n-patches", type=_positive_int, default=4000)
     s.add_argument("--patch-size", type=int, default=64)
     s.add_argument("--foreground-percentile", type=float, default=90.0)
     s.add_argument("--foreground-fraction", type=float, default=0.8)
     s.add_argument("--norm-percentiles", type=float, nargs=2, default=[1.0, 99.8])
-    s.add_argument("--max-planes", type=int, default=256)
+    s.add_argument("--max-planes", type=_positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--camera-noise", type=_json, default=None,
                    help='JSON {"offset": counts, "read_noise": counts, "gain": counts/photon} to add to the inputs')
@@ -85,38 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("curve_tsv")
     s.add_argument("--checkpoint", default=None)
     s.add_argument("--model", default="isonet2")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--learning-rate", type=float, default=5e-3)
-    s.add_argument("--validation-fraction", type=float, default=0.1)
-    s.add_argument("--dropout", type=float, default=0.2)
+    s.add_argument("--epochs", type=_positive_int, default=10)
+    s.add_argument("--batch-size", type=_positive_int, default=16)
+    s.add_argument("--learning-rate", type=_positive_float, default=5e-3)
+    s.add_argument("--validation-fraction", type=_fraction, default=0.1)
+    s.add_argument("--dropout", type=_fraction, default=0.2)
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--lr-patience", type=_opt_int, default=None,
                    help="halve the learning rate after this many epochs without improvement (default: constant)")
-    s.add_argument("--warmup-steps", type=int, default=100,
+    s.add_argument("--warmup-steps", type=_count, default=100,
                    help="ramp the learning rate up over this many first steps (0: none, as in the paper)")
 
     s = sub.add_parser("predict", help="block-wise axial restoration into an OME-Zarr")
     s.add_argument("input_zarr")
     s.add_argument("model")
     s.add_argument("output_zarr")
-    s.add_argument("--chunks", type=int, nargs=3, default=[64, 128, 128])
-    s.add_argument("--block", type=int, nargs=3, default=[128, 256, 256])
+    s.add_argument("--chunks", type=_positive_int, nargs=3, default=[64, 128, 128])
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[128, 256, 256])
     s.add_argument("--combine", default="mean", choices=["mean", "geometric"])
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--batch-size", type=_positive_int, default=8)
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--workers", type=_positive_int, default=1)
+    s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--subsample", type=_opt_int, default=None)
 
     s = sub.add_parser("stitch", help="final OME-Zarr with pyramid (+ TIFF export)")
     s.add_argument("predicted_zarr")
     s.add_argument("output_zarr")
-    s.add_argument("--levels", type=int, default=3)
+    s.add_argument("--levels", type=_positive_int, default=3)
     s.add_argument("--tiff", default=None, help="also export this TIFF")
 
     s = sub.add_parser(
@@ -145,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
     s.add_argument("--stack", type=int, default=0)
     s.add_argument("--settings", type=_json, default=None, help="JSON dict of isonet.benchmark.CellSettings")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--threads", type=_positive_int, default=None)
 
     s = sub.add_parser("benchmark-table", help="benchmark cell JSONs -> Table 1 (markdown)")
     s.add_argument("cell_jsons", nargs="+")
@@ -179,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restored", required=True, help="restored OME-Zarr")
     s.add_argument("--gt", default=None, help="ground truth on the isotropic grid (TIFF or OME-Zarr)")
     s.add_argument("--title", default=None)
-    s.add_argument("--max-plane-size", type=int, default=1024, help="largest plane side drawn (pyramid level)")
+    s.add_argument("--max-plane-size", type=_positive_int, default=1024, help="largest plane side drawn (pyramid level)")
 
     s = sub.add_parser("training-curve", help="report figure: training.tsv as a PNG")
     s.add_argument("curve_tsv")
@@ -238,8 +269,10 @@ def run(args: argparse.Namespace):
 
         return convert_legacy_model(args.old, args.new, trust=args.trust)
     if c == "export-tiff":
+        from isonet.stages.common import check_output_path
         from isonet.storage import export_tiff, read_ome_zarr
 
+        check_output_path(args.tiff, [args.zarr])
         array, voxel_size = read_ome_zarr(args.zarr)
         return export_tiff(array, args.tiff, voxel_size)
     if c == "benchmark-cell":
@@ -288,8 +321,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         run(args)
-    except InputError as exc:
-        print(f"isonet {args.command}: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # anything else is a bug in isonet and keeps its traceback
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"isonet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as exc:  # full disk, quota, I/O error: no traceback, and what to do
         where = f"{exc.filename}: " if exc.filename else ""

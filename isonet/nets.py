@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import InputError
+
 #: Valid values of the config's ``model:`` key.
 ARCHITECTURES = ("isonet2", "isonet1")
 
@@ -113,7 +115,7 @@ def build_network(name: str, dropout: float = 0.2, seed: int | None = None) -> n
         return IsoNet2(dropout=dropout)
     if key == "isonet1":
         return IsoNet1(dropout=dropout)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
 def halo_for(net: nn.Module, extra: int = 0) -> int:

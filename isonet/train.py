@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
+
 
 def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Mean over patches of ``-(20 log10 max(target) - 10 log10 MSE)`` (the paper's loss).
@@ -94,7 +96,7 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is visible; set device: auto or cpu")
+        raise InputError("device: 'cuda' was requested but no CUDA GPU is visible; set device: auto or cpu")
     return torch.device(device)
 
 
@@ -103,7 +105,10 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(n * fraction))) if fraction > 0 else 0
     if n_val >= n:
-        raise ValueError(f"validation_fraction {fraction} leaves no training patches out of {n}")
+        raise InputError(
+            f"train.validation_fraction: {fraction} leaves no training patches out of {n}; "
+            "give a fraction between 0 and 1 or sample more patches"
+        )
     return order[n_val:], order[:n_val]
 
 

@@ -203,3 +203,113 @@ def test_big_endian_imagej_tiff(tmp_path):
     array, _ = read_ome_zarr(tmp_path / "out.zarr")
     assert array.dtype == np.dtype("uint16")
     np.testing.assert_array_equal(array[:], data)
+
+
+def digest(path):
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(str(p.relative_to(path.parent)).encode() + p.read_bytes() for p in files)).hexdigest()
+
+
+def refused(tmp_path, source, *args, **kwargs):
+    """convert must refuse `source` in one line naming it, write nothing, leave it byte-identical."""
+    before = digest(source)
+    out = tmp_path / "refused.zarr"
+    message = raises_one_line(source.name, convert, source, out, *args, **kwargs)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert digest(source) == before
+    return message
+
+
+def test_constant_volume_refused(tmp_path):
+    # near-constant volumes pass convert; the patches stage refuses them (test_cli)
+    write_imagej(tmp_path / "const.tif", np.full((9, 8, 8), 7, np.uint16))
+    assert "every voxel has the value 7" in refused(tmp_path, tmp_path / "const.tif", chunks=(4, 8, 8))
+    write_imagej(tmp_path / "zeros.tif", np.zeros((3, 8, 8), np.float32))
+    assert "every voxel has the value 0.0" in refused(tmp_path, tmp_path / "zeros.tif")
+
+
+def test_int64_and_float16_tiffs(tmp_path):
+    for dtype in ("int64", "float16"):
+        data = volume(dtype if dtype != "float16" else "float32", (5, 8, 9)).astype(dtype)
+        tifffile.imwrite(tmp_path / f"{dtype}.tif", data)
+        summary = convert(tmp_path / f"{dtype}.tif", tmp_path / f"{dtype}.zarr", voxel_size=VS)
+        assert summary["dtype"] == dtype
+        np.testing.assert_array_equal(read_ome_zarr(tmp_path / f"{dtype}.zarr")[0][:], data)
+
+
+def test_truncated_tiffs_refused(tmp_path):
+    write_imagej(tmp_path / "whole.tif", volume("uint16", (8, 32, 32)))
+    tifffile.imwrite(tmp_path / "tiled.tif", volume("uint16", (8, 32, 32)), compression="zlib", tile=(16, 16))
+    for name in ("whole.tif", "tiled.tif"):
+        raw = (tmp_path / name).read_bytes()
+        for cut in (4, 8, 100, len(raw) // 3, len(raw) // 2) + ((len(raw) - 10,) if name == "tiled.tif" else ()):
+            cut_file = tmp_path / f"cut{cut}-{name}"
+            cut_file.write_bytes(raw[:cut])
+            message = refused(tmp_path, cut_file, voxel_size=VS)
+            assert "truncated" in message or "not a readable TIFF" in message or "holds no image" in message \
+                or "damaged or incomplete" in message, message
+
+
+def test_three_pixel_wide_tiff_is_named_by_its_samples(tmp_path):
+    tifffile.imwrite(tmp_path / "narrow.tif", volume("uint16", (16, 64, 3)))  # tifffile stores it as RGB
+    assert "3 samples per pixel" in refused(tmp_path, tmp_path / "narrow.tif", voxel_size=VS)
+
+
+def test_damaged_zarr_refused(tmp_path):
+    def ome(name):
+        path = tmp_path / name
+        _, level0 = create_ome_zarr(path, (4, 8, 8), "uint16", (2, 8, 8), VS)
+        level0[:] = volume("uint16", (4, 8, 8))
+        return path
+
+    ome("cut-group.zarr")
+    text = (tmp_path / "cut-group.zarr" / "zarr.json").read_text()
+    (tmp_path / "cut-group.zarr" / "zarr.json").write_text(text[: len(text) // 2])
+    assert "not a zarr store" in refused(tmp_path, tmp_path / "cut-group.zarr")
+    ome("cut-array.zarr")
+    (tmp_path / "cut-array.zarr" / "0" / "zarr.json").write_bytes(b"\x00\xff{")
+    assert "metadata is damaged" in refused(tmp_path, tmp_path / "cut-array.zarr")
+    for name, key, value in (("datasets.zarr", "datasets", "0"), ("axes.zarr", "axes", [{"name": ["z"]}] * 3)):
+        group = zarr.open_group(ome(name), mode="r+")
+        attrs = dict(group.attrs)
+        attrs["ome"]["multiscales"][0][key] = value
+        group.attrs.put(attrs)
+        refused(tmp_path, tmp_path / name)
+    chunk = next(p for p in sorted((ome("chunk.zarr") / "0").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    assert "cannot read planes z=0..3" in refused(tmp_path, tmp_path / "chunk.zarr")
+    zarr.create_array(tmp_path / "empty.zarr", shape=(0, 8, 8), dtype="uint16")
+    assert "holds no pixels" in refused(tmp_path, tmp_path / "empty.zarr", voxel_size=VS)
+
+
+def test_output_paths_that_are_not_replaced(tmp_path):
+    write_imagej(tmp_path / "in.tif", volume("uint16", (2, 4, 4)))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert "not a Zarr store" in raises_one_line("mine", convert, tmp_path / "in.tif", mine)
+    assert (mine / "notes.txt").read_text() == "keep"
+    (tmp_path / "file.zarr").write_text("x")
+    raises_one_line("file.zarr", convert, tmp_path / "in.tif", tmp_path / "file.zarr")
+    assert (tmp_path / "file.zarr").read_text() == "x"
+    convert(tmp_path / "in.tif", tmp_path / "a.zarr")
+    before = digest(tmp_path / "a.zarr")
+    assert "inside the input" in raises_one_line("a.zarr", convert, tmp_path / "a.zarr", tmp_path / "a.zarr" / "b.zarr")
+    assert digest(tmp_path / "a.zarr") == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, where writes fail even for root")
+def test_write_failure_is_an_input_error(tmp_path):
+    write_imagej(tmp_path / "in.tif", volume("uint16", (2, 4, 4)))
+    assert "cannot write the output" in raises_one_line("/proc/isonet.zarr", convert, tmp_path / "in.tif",
+                                                        "/proc/isonet.zarr")
+
+
+def test_ome_zarr_with_spatial_axes_out_of_order_refused(tmp_path):
+    group = zarr.open_group(tmp_path / "xyz.zarr", mode="w")
+    group.create_array("0", data=volume("uint16", (4, 6, 8)))
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "xyz"],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.25, 0.25, 2.0]}]}],
+    }]}
+    assert "order x, y, z" in refused(tmp_path, tmp_path / "xyz.zarr")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from isonet.errors import InputError
 
@@ -30,6 +34,80 @@ def axial_factor(voxel_size, subsample=None, source="input") -> int:
             "set subsample: for this sample or resample z to an integer multiple of the pixel size"
         )
     return int(round(ratio))
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding Zarr (v3 or v2) metadata at its root."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False) -> Path:
+    """Refuse an output path that would overwrite an input or something other than an earlier output.
+
+    A stage replaces its output atomically when it exists; that is safe for a store or file it
+    wrote before, but not for a directory of other files given by mistake, nor for a path inside
+    one of its inputs (writing there would change the input).
+
+    Parameters
+    ----------
+    output : str or path
+        Where the stage writes.
+    inputs : sequence of str or path
+        The stage's input files and stores.
+    store : bool
+        The output is a (Zarr) directory; else a single file.
+
+    Returns
+    -------
+    output : Path
+
+    Raises
+    ------
+    InputError
+        ``output`` is an input, lies inside one or holds one; it exists as a file where a store
+        is written, as a non-empty directory that is not a Zarr store, or as a non-empty
+        directory where a file is written.
+
+    Examples
+    --------
+    >>> check_output_path("out.zarr", ["in.tif"], store=True)
+    PosixPath('out.zarr')
+    """
+    output = Path(output)
+    target = output.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise InputError(
+                f"{output}: output would overwrite or write inside the input {source}; choose another output path"
+            )
+    if not output.exists() and not output.is_symlink():
+        return output
+    if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+        return output  # an empty directory (e.g. made by a workflow manager) holds nothing to lose
+    if store and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a directory (Zarr store); remove it or choose another path")
+    if store and not is_zarr_store(output):
+        raise InputError(
+            f"{output}: exists and is not a Zarr store, so it is not replaced; remove it or choose another path"
+        )
+    if not store and output.is_dir():
+        raise InputError(f"{output}: exists and is a directory; remove it or choose another output file name")
+    return output
+
+
+@contextlib.contextmanager
+def writing(output: str | os.PathLike) -> Iterator[None]:
+    """Turn an operating-system error while writing ``output`` (no space, read-only file system,
+    permissions the root user ignores until the write) into a one-line :class:`InputError`."""
+    try:
+        yield
+    except OSError as err:
+        reason = " ".join(str(err.strerror or err).split())
+        raise InputError(
+            f"{output}: cannot write the output ({reason}); check free space and permissions or choose another location"
+        ) from err
 
 
 class Progress:

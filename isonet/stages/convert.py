@@ -2,8 +2,10 @@
 
 The input is opened read-only and streamed in slabs of ``chunks[0]`` z-planes, so memory holds
 one slab whatever the size of the volume. Every slab of float data is checked for NaN and
-infinite values before it is written. The output store is written under a temporary name and
-moved into place only when complete, so a killed run leaves no half-written store.
+infinite values before it is written, and a volume whose voxels all hold one value is refused
+once the last slab is read (its running minimum and maximum are kept). The output store is
+written under a temporary name and moved into place only when complete, so a killed run or a
+refused input leaves no store.
 
 Data type policy: integer and floating point data keep their dtype (in native byte order);
 ``bool`` masks are stored as ``uint8`` 0/1, because downstream arithmetic and most viewers do not
@@ -22,7 +24,8 @@ import numpy as np
 
 import isonet
 from isonet.errors import InputError
-from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume
+from isonet.stages.common import check_output_path, writing
+from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume, read_planes
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ def stored_dtype(dtype: Any, source: str | os.PathLike) -> np.dtype:
     if dtype == np.bool_:
         return np.dtype(np.uint8)
     if dtype.kind in "iuf":
-        return dtype.newbyteorder("=")
+        # by kind and size: TIFF's int64 comes as 'q', which zarr does not take for 'int64' ('l')
+        return np.dtype(f"{dtype.kind}{dtype.itemsize}")
     raise InputError(
         f"{source}: pixel type {dtype} is not supported; save the image as integer or float "
         "grayscale (e.g. uint16 or float32)"
@@ -118,13 +122,13 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
     Raises
     ------
     InputError
-        Unreadable or non-3D input, unsupported dtype, NaN/Inf values, no voxel size, output
-        equal to the input, or an unwritable output location.
+        Unreadable, damaged or non-3D input, unsupported dtype, NaN/Inf values, all voxels equal,
+        no voxel size, output equal to or inside the input, output an existing file or non-Zarr
+        directory, or an unwritable output location.
     """
     say = log if log is not None else logger.info
-    input_path, output_path = Path(input_path), Path(output_path)
-    if output_path.resolve() == input_path.resolve():
-        raise InputError(f"{output_path}: output would overwrite the input; choose another output path")
+    input_path = Path(input_path)
+    output_path = check_output_path(output_path, [input_path], store=True)
 
     volume, file_voxel_size, close = open_volume(input_path)
     try:
@@ -139,7 +143,7 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
             voxel_size, source = file_voxel_size, "file"
         else:
             raise InputError(
-                f"{input_path}: no voxel size in the file metadata; "
+                f"{input_path}: no valid voxel size in the file metadata (missing, zero, negative or not finite); "
                 "set voxel_size: [z, y, x] (µm) for this sample in the config"
             )
         chunks = _chunks(chunks, shape)
@@ -149,15 +153,22 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
         }
         say(f"convert: {input_path} -> {output_path}: shape {shape} {dtype}, voxel size {voxel_size} µm, "
             f"chunks {chunks}")
-        with atomic_path(output_path) as tmp:
+        with writing(output_path), atomic_path(output_path) as tmp:
             _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size,
                                         compression_level=compression_level, provenance=provenance)
+            low, high = np.inf, -np.inf
             for z0 in range(0, shape[0], chunks[0]):
                 z1 = min(z0 + chunks[0], shape[0])
-                slab = np.asarray(volume[z0:z1])
+                slab = read_planes(volume, z0, z1, input_path)
                 _check_finite(slab, z0, input_path)
+                low, high = min(low, slab.min()), max(high, slab.max())
                 level0[z0:z1] = slab.astype(dtype, copy=False)
                 say(f"convert: planes {z1}/{shape[0]}")
+            if low == high:
+                raise InputError(
+                    f"{input_path}: every voxel has the value {low.item()}, there is nothing to restore; "
+                    "check that this is the right file or channel"
+                )
             level_shapes = build_pyramid(tmp, n_levels=n_levels, log=lambda m: say(f"convert: {m}"))
     finally:
         close()

@@ -12,7 +12,7 @@ from isonet.errors import InputError
 from isonet.metrics import psnr_affine, seg_score
 from isonet.provenance import array_sha256, provenance_record
 from isonet.segment import segment_nuclei
-from isonet.stages.common import axial_factor
+from isonet.stages.common import axial_factor, check_output_path
 from isonet.storage import open_volume, read_ome_zarr, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ def evaluate_stage(
     units. SEG (ISBI 2013) compares segmentations of the cubic-upsampled input, of the restored
     volume and of iso-GT with the ground-truth labels.
     """
+    inputs = [p for p in (input_zarr, restored_zarr, restored_labels_zarr, gt, iso_gt, gt_labels) if p]
+    check_output_path(out_json, inputs)
+    check_output_path(out_md, inputs)
     src, voxel_size = read_ome_zarr(input_zarr)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
     acquired = np.asarray(src[:], dtype=np.float32)

@@ -4,14 +4,80 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
+from isonet.errors import InputError
 from isonet.patches import add_camera_noise, fit_normalization, sample_training_pairs
-from isonet.storage import atomic_path, read_ome_zarr
-from isonet.stages.common import axial_factor
+from isonet.stages.common import axial_factor, check_output_path, writing
+from isonet.storage import atomic_path, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
+
+
+def _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
+                    max_planes, camera_noise) -> None:
+    """The stage's settings, as the workflow's config schema states them (for direct CLI use)."""
+
+    def bad(key: str, value, expected: str) -> InputError:
+        return InputError(f"patches.{key}: {value!r} is not valid; give {expected}")
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(n_patches, int) or n_patches < 1:
+        raise bad("n_patches", n_patches, "a positive integer")
+    if not isinstance(patch_size, int) or patch_size < 8 or patch_size % 4:
+        raise bad("patch_size", patch_size, "a multiple of 4, at least 8")
+    if not number(foreground_percentile) or not 0 <= foreground_percentile <= 100:
+        raise bad("foreground_percentile", foreground_percentile, "a number from 0 to 100")
+    if not number(foreground_fraction) or not 0 <= foreground_fraction <= 1:
+        raise bad("foreground_fraction", foreground_fraction, "a number from 0 to 1")
+    if (len(norm_percentiles) != 2 or not all(number(p) and 0 <= p <= 100 for p in norm_percentiles)
+            or not norm_percentiles[0] < norm_percentiles[1]):
+        raise bad("norm_percentiles", list(norm_percentiles), "[low, high] with 0 <= low < high <= 100")
+    if not isinstance(max_planes, int) or max_planes < 1:
+        raise bad("max_planes", max_planes, "a positive integer")
+    if camera_noise:
+        keys = {"offset", "read_noise", "gain"}
+        if (not isinstance(camera_noise, dict) or not {"offset", "read_noise"} <= camera_noise.keys() <= keys
+                or not all(number(camera_noise[k]) and camera_noise[k] >= 0 for k in camera_noise)
+                or camera_noise.get("gain", 1.0) <= 0):
+            raise bad("camera_noise", camera_noise,
+                      '{"offset": counts >= 0, "read_noise": counts >= 0, "gain": counts per photon > 0} or null')
+
+
+def load_kernel(psf_npz) -> np.ndarray:
+    """The 2D training kernel (``kernel``) of a file written by the ``psf`` stage.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, no ``kernel`` array, or a kernel that is not a 2D array of
+        finite non-negative numbers with a positive sum.
+    """
+    path = Path(psf_npz)
+    if not path.is_file():
+        raise InputError(f"{path}: PSF file not found; run `isonet psf` first or fix the path")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            kernel = f["kernel"]
+    except KeyError:
+        raise InputError(f"{path}: holds no 'kernel' array; write it again with `isonet psf`") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise InputError(
+            f"{path}: not a readable PSF file ({type(err).__name__}); write it again with `isonet psf`"
+        ) from None
+    if (kernel.ndim != 2 or kernel.size == 0 or kernel.dtype.kind not in "iuf" or not np.isfinite(kernel).all()
+            or (kernel < 0).any() or not kernel.sum() > 0):
+        raise InputError(
+            f"{path}: 'kernel' {kernel.shape} {kernel.dtype} is not a 2D non-negative finite kernel; "
+            "write it again with `isonet psf`"
+        )
+    return kernel
 
 
 def patches_stage(
@@ -36,16 +102,52 @@ def patches_stage(
     ``foreground_fraction`` of the sample. ``camera_noise`` (``offset``, ``read_noise`` in counts,
     ``gain`` in counts per photon) adds the camera's noise to the inputs, which the blur of the
     lateral planes has averaged away (:func:`isonet.patches.add_camera_noise`).
+
+    Raises
+    ------
+    InputError
+        Settings out of range; the input is not a 3D numeric OME-Zarr image with voxel sizes,
+        is damaged, holds NaN or infinite values, is flat between the normalisation percentiles,
+        or its planes are too small for ``patch_size`` at its axial factor; the PSF file is
+        missing or damaged; the output would overwrite an input or a directory.
     """
+    norm_percentiles = tuple(norm_percentiles)
+    _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
+                    max_planes, camera_noise)
+    check_output_path(out_npz, [input_zarr, psf_npz])
     volume, voxel_size = read_ome_zarr(input_zarr)
+    if voxel_size is None:
+        raise InputError(
+            f"{input_zarr}: plain zarr array without voxel sizes; convert it with `isonet convert --voxel-size z y x`"
+        )
+    if volume.ndim != 3 or np.dtype(volume.dtype).kind not in "biuf":
+        raise InputError(
+            f"{input_zarr}: image of shape {tuple(volume.shape)} and type {volume.dtype} is not a 3D grayscale "
+            "volume; convert the input with `isonet convert`"
+        )
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
-    with np.load(psf_npz) as f:
-        kernel = f["kernel"]
-    z = volume.shape[0]
+    z, height, width = (int(s) for s in volume.shape)
+    if min(height, width) < patch_size + factor:
+        raise InputError(
+            f"{input_zarr}: lateral planes of {height} x {width} pixels are too small for patch_size {patch_size} "
+            f"at axial factor {factor} (each side needs at least {patch_size + factor}); "
+            "lower patches.patch_size or use a larger image"
+        )
+    kernel = load_kernel(psf_npz)
     plane_idx = np.unique(np.linspace(0, z - 1, min(z, max_planes)).round().astype(int))
-    planes = [np.asarray(volume[i], dtype=np.float32) for i in plane_idx]
+    planes = [read_planes(volume, i, i + 1, input_zarr)[0].astype(np.float32) for i in plane_idx]
+    for i, plane in zip(plane_idx, planes):
+        if not np.isfinite(plane).all():
+            raise InputError(
+                f"{input_zarr}: contains NaN or infinite values at z={i}; fill or clip them and convert again"
+            )
     stride = max(1, int(np.sqrt(planes[0].size * len(planes) / 4e6)))  # a few million samples suffice
-    norm = fit_normalization(np.stack([p[::stride, ::stride] for p in planes]), *norm_percentiles)
+    try:
+        norm = fit_normalization(np.stack([p[::stride, ::stride] for p in planes]), *norm_percentiles)
+    except ValueError as err:  # flat between the percentiles: constant or nearly so
+        raise InputError(
+            f"{input_zarr}: {err}; check that this is the right image, or widen patches.norm_percentiles"
+        ) from None
     planes = [norm.apply(p) for p in planes]
     threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
     logger.info(
@@ -64,7 +166,7 @@ def patches_stage(
         "patch_size": patch_size, "planes": len(planes), "foreground_threshold": threshold, "seed": seed,
         "camera_noise": camera_noise,
     }
-    with atomic_path(out_npz) as tmp:
+    with writing(out_npz), atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, X=X, Y=Y, kernel=kernel, meta=json.dumps(meta))
     logger.info("patches: %d pairs of %d² -> %s", len(X), patch_size, out_npz)

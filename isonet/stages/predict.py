@@ -25,7 +25,7 @@ from isonet.errors import InputError
 from isonet.modelfile import load_model
 from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
-from isonet.stages.common import Progress, axial_factor
+from isonet.stages.common import Progress, axial_factor, check_output_path
 from isonet.storage import create_ome_zarr, naming_path, read_ome_zarr
 from isonet.train import pick_device, use_deterministic_torch
 
@@ -71,7 +71,13 @@ def predict_stage(
     if threads:
         torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
     use_deterministic_torch()
+    check_output_path(output_zarr, [input_zarr, model_path], store=True)
     source, voxel_size = read_ome_zarr(input_zarr)
+    if voxel_size is None or source.ndim != 3 or source.shape[0] < 2:
+        raise InputError(
+            f"{input_zarr}: predict needs a 3D OME-Zarr image with voxel sizes and at least 2 planes, got shape "
+            f"{tuple(source.shape)}; convert the input with `isonet convert`"
+        )
     model, meta = load_model(model_path)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
     if factor != meta["factor"]:

@@ -8,6 +8,7 @@ import numpy as np
 
 from isonet import psf as psf_models
 from isonet.errors import InputError
+from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, open_volume, write_json
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def psf_stage(out_npz, out_json, kind: str = "gaussian", params: dict | None = N
     """
     if mode not in PSF_MODES:
         raise InputError(f"psf_mode must be one of {', '.join(PSF_MODES)}, got {mode!r}")
+    for out in (out_npz, out_json):
+        check_output_path(out, [measured_path] if measured_path else [])
     params = dict(params or {})
     h = build_psf(kind, params, measured_path)
     h_rot = psf_models.rotate_psf_to_lateral(h)

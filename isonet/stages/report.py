@@ -20,6 +20,7 @@ from pathlib import Path
 
 from isonet.errors import InputError
 from isonet.figures import metrics_html, orthogonal_planes, orthoview_figure, plane_indices, training_curve_figure
+from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, open_volume, read_ome_zarr, write_text
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _open_any(path, max_plane_size: int):
 
 
 def _save_png(figure, path, dpi: int) -> Path:
-    path = Path(path)
+    path = check_output_path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return path
@@ -143,6 +144,7 @@ def metrics_table_stage(metrics_json: str | os.PathLike, out_html: str | os.Path
         metrics = json.loads(Path(metrics_json).read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"{metrics_json}: cannot read the metrics ({err})") from err
+    check_output_path(out_html, [metrics_json])
     write_text(out_html, metrics_html(metrics, title=title))
     logger.info("report: metrics table -> %s", out_html)
     return {"output": str(out_html)}

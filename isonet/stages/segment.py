@@ -6,8 +6,10 @@ import logging
 
 import numpy as np
 
+from isonet.errors import InputError
 from isonet.segment import global_threshold, segment_nuclei, segmentation_summary
-from isonet.storage import atomic_path, build_pyramid, create_ome_zarr, read_ome_zarr, write_json
+from isonet.stages.common import check_output_path
+from isonet.storage import atomic_path, build_pyramid, create_ome_zarr, read_ome_zarr, read_planes, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +23,23 @@ def segment_stage(
     The whole volume is segmented in memory (a global threshold and a watershed whose basins may
     span any block); about 20 bytes per voxel.
     """
+    check_output_path(labels_zarr, [image_zarr], store=True)
+    if summary_json:
+        check_output_path(summary_json, [image_zarr, labels_zarr])
     array, voxel_size = read_ome_zarr(image_zarr)
-    volume = np.asarray(array[:], dtype=np.float32)
-    thr, method = global_threshold(volume) if threshold is None else (float(threshold), "given")
-    labels = segment_nuclei(volume, threshold=thr, min_distance=min_distance, min_size=min_size)
+    if voxel_size is None or array.ndim != 3:
+        raise InputError(
+            f"{image_zarr}: segment needs a 3D OME-Zarr image with voxel sizes, got shape {tuple(array.shape)}; "
+            "give the output of `isonet stitch` or `isonet convert`"
+        )
+    volume = read_planes(array, 0, array.shape[0], image_zarr).astype(np.float32, copy=False)
+    if not np.isfinite(volume).all():
+        raise InputError(f"{image_zarr}: contains NaN or infinite values; fill or clip them before segmenting")
+    try:
+        thr, method = global_threshold(volume) if threshold is None else (float(threshold), "given")
+        labels = segment_nuclei(volume, threshold=thr, min_distance=min_distance, min_size=min_size)
+    except InputError as err:  # the pure functions name the setting, not the file
+        raise InputError(f"{image_zarr}: {err}") from None
     summary = {"threshold": thr, "threshold_method": method, **segmentation_summary(labels)}
     with atomic_path(labels_zarr) as tmp:
         _, level0 = create_ome_zarr(tmp, labels.shape, np.int32, array.chunks, voxel_size, name="labels",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from pathlib import Path
 
 import zarr
 
 from isonet.provenance import package_versions
+from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, build_pyramid, export_tiff, read_ome_zarr
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,10 @@ def stitch_stage(predicted_zarr, output_zarr, pyramid_levels: int = 3, tiff_path
     attribute of the predicted store (its provenance) is kept, with this stage's settings added
     under ``isonet.stitch``.
     """
-    output_zarr = Path(output_zarr)
+    output_zarr = check_output_path(output_zarr, [predicted_zarr], store=True)
+    read_ome_zarr(predicted_zarr)  # an OME-Zarr image, before anything is copied
+    if tiff_path:
+        check_output_path(tiff_path, [predicted_zarr, output_zarr])
     with atomic_path(output_zarr) as tmp:
         shutil.copytree(predicted_zarr, tmp, copy_function=_link_or_copy)
         shapes = build_pyramid(tmp, n_levels=pyramid_levels, method=method, log=lambda m: logger.info("stitch: %s", m))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from isonet.errors import InputError
 from isonet.modelfile import load_checkpoint, save_checkpoint, save_model
+from isonet.stages.common import check_output_path
 from isonet.nets import build_network
 from isonet.patches import Normalization
 from isonet.provenance import file_sha256, provenance_record
@@ -24,6 +27,43 @@ def _fingerprint(patches_sha256: str, settings: dict) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update(patches_sha256.encode())
     return h.hexdigest()[:16]
+
+
+def _load_patches(patches_npz) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``X``, ``Y`` and the metadata of a file written by the ``patches`` stage."""
+    path = Path(patches_npz)
+    if not path.is_file():
+        raise InputError(f"{path}: patches file not found; run `isonet patches` first or fix the path")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            X, Y, meta = f["X"], f["Y"], json.loads(str(f["meta"]))
+        if not isinstance(meta, dict) or not {"factor", "normalization"} <= meta.keys():
+            raise KeyError("meta lacks factor and normalization")
+    except (KeyError, TypeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise InputError(
+            f"{path}: not a readable patches file ({type(err).__name__}: {' '.join(str(err).split())}); "
+            "write it again with `isonet patches`"
+        ) from None
+    if X.ndim != 3 or X.shape != Y.shape or len(X) < 2 or not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise InputError(
+            f"{path}: patches X {X.shape} and Y {Y.shape} are not at least 2 finite (N, H, W) pairs; "
+            "write it again with `isonet patches`"
+        )
+    return X, Y, meta
+
+
+def _load_psf_info(psf_json) -> dict:
+    """The JSON description written by the ``psf`` stage."""
+    path = Path(psf_json)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"{path}: not a readable PSF description ({type(err).__name__}); run `isonet psf` again"
+        ) from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: not a PSF description (a JSON object); run `isonet psf` again")
+    return info
 
 
 def train_stage(
@@ -56,10 +96,10 @@ def train_stage(
     if threads:
         torch.set_num_threads(int(threads))
     use_deterministic_torch()
-    with np.load(patches_npz) as f:
-        X, Y = f["X"], f["Y"]
-        meta = json.loads(str(f["meta"]))
-    psf_info = json.loads(Path(psf_json).read_text())
+    for out in (model_out, curve_tsv):
+        check_output_path(out, [patches_npz, psf_json])
+    X, Y, meta = _load_patches(patches_npz)
+    psf_info = _load_psf_info(psf_json)
     flips = tuple(int(a) for a in psf_info.get("commuting_flips", ()))
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, validation_fraction=validation_fraction,

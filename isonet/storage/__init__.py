@@ -11,11 +11,12 @@ from isonet.storage.omezarr import (
     write_ome_zarr_metadata,
 )
 from isonet.storage.tiff import IMAGEJ_DTYPES, export_tiff
-from isonet.storage.volumes import TIFF_SUFFIXES, ZARR_SUFFIXES, open_volume
+from isonet.storage.volumes import TIFF_SUFFIXES, ZARR_SUFFIXES, open_volume, read_planes
 from isonet.storage.voxels import check_voxel_size
 
 __all__ = [
     "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "ZARR_SUFFIXES",
     "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size", "create_ome_zarr", "export_tiff",
-    "naming_path", "open_volume", "read_ome_zarr", "write_json", "write_ome_zarr_metadata", "write_text",
+    "naming_path", "open_volume", "read_ome_zarr", "read_planes", "write_json", "write_ome_zarr_metadata",
+    "write_text",
 ]

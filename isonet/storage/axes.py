@@ -82,14 +82,20 @@ class SqueezedArray:
 def _squeeze_to_zyx(array: Any, axes: str | None, path: Path) -> Any:
     """Drop length-1 axes (all but y, x) and require a single-channel 3D stack."""
     shape = tuple(int(s) for s in array.shape)
+    if 0 in shape:
+        raise InputError(
+            f"{path}: image of shape {shape} holds no pixels; the file is empty or incomplete, export the image again"
+        )
     axes = axes if axes is not None and len(axes) == len(shape) else None
     drop = [a for a in range(len(shape) - 2) if shape[a] == 1]
     kept_shape = tuple(s for a, s in enumerate(shape) if a not in drop)
     kept_axes = None if axes is None else "".join(ax for a, ax in enumerate(axes) if a not in drop)
     if kept_axes is not None and "S" in kept_axes:
+        samples = kept_shape[kept_axes.index("S")]
         raise InputError(
-            f"{path}: image is RGB/multi-sample {kept_shape} (axes {kept_axes}); "
-            "isonet needs a single-channel 3D z-stack (z, y, x), save one channel as 8/16-bit grayscale"
+            f"{path}: image has {samples} samples per pixel (RGB or multi-sample, shape {kept_shape}, axes "
+            f"{kept_axes}); isonet needs a single-channel 3D z-stack (z, y, x), save it as grayscale "
+            "(photometric minisblack), one channel per file"
         )
     if len(kept_shape) != 3:
         described = f" (axes {kept_axes})" if kept_axes else ""

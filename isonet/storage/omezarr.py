@@ -236,6 +236,12 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
             "convert the image with `isonet convert` or point to the array inside the group"
         )
     datasets = multiscale["datasets"]
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) and isinstance(d.get("path"), str)
+                                                 for d in datasets):
+        raise InputError(
+            f"{path}: OME-Zarr multiscales 'datasets' is not a list of {{'path': ...}} entries; "
+            "the metadata is damaged, convert the image again"
+        )
     if not 0 <= level < len(datasets):
         raise InputError(f"{path}: has {len(datasets)} resolution level(s), no level {level}")
     try:
@@ -245,10 +251,23 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
             f"{path}: level {level} ({datasets[level].get('path')!r}) is listed in the metadata but missing; "
             "the store is incomplete, convert the image again"
         ) from err
-    voxel_size = _multiscale_voxel_size(multiscale, level)
+    except Exception as err:  # damaged array metadata: JSON, unicode and validation errors
+        raise InputError(
+            f"{path}: cannot open level {level} ({datasets[level]['path']!r}: {_one_line(err)}); "
+            "its metadata is damaged, convert the image again"
+        ) from err
+    if not isinstance(array, zarr.Array):
+        raise InputError(
+            f"{path}: level {level} ({datasets[level]['path']!r}) is a group, not an array; "
+            "the metadata is damaged, convert the image again"
+        )
+    try:
+        voxel_size = _multiscale_voxel_size(multiscale, level)
+    except (TypeError, ValueError, AttributeError):  # scales or axes of the wrong JSON type
+        voxel_size = None
     if voxel_size is None:
         raise InputError(
-            f"{path}: OME-Zarr metadata lacks z, y, x scales in a known length unit; "
+            f"{path}: OME-Zarr metadata lacks valid (positive, finite) z, y, x scales in a known length unit; "
             "convert the image again with voxel_size: [z, y, x] (µm) set in the config"
         )
     return array, voxel_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +24,8 @@ from isonet.storage.voxels import (
     _valid_voxel_size,
     check_voxel_size,
 )
+
+logger = logging.getLogger(__name__)
 
 # dtypes that ImageJ opens natively; anything else is exported as OME-TIFF
 IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -77,13 +81,62 @@ def _tiff_voxel_size(tif: tifffile.TiffFile) -> tuple[float, float, float] | Non
     return None
 
 
-def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+class _TiffComplaints(logging.Handler):
+    """Collects what tifffile logs while it parses a file (it logs, rather than raises, many defects)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tifffile_complaints() -> Iterator[_TiffComplaints]:
+    log = logging.getLogger("tifffile")
+    handler, propagate = _TiffComplaints(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
     try:
-        tif = tifffile.TiffFile(path)  # opened "rb": never modified
-    except Exception as err:  # TiffFileError, struct.error, ValueError... for broken files
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+def _check_complete(tif: tifffile.TiffFile, series: Any, complaints: list[str], path: Path) -> None:
+    """Refuse a file whose structure points past its end or holds fewer images than its metadata says."""
+    # offsets at or past the end of the file: the file was cut short (or its IFDs are damaged)
+    broken = [m for m in complaints if "offset" in m]
+    if broken:
+        detail = _one_line(broken[0].split("> ", 1)[-1])
         raise InputError(
-            f"{path}: not a readable TIFF file ({_one_line(err)}); check that the file is complete and not corrupted"
-        ) from err
+            f"{path}: TIFF structure is damaged ({detail}); the file is probably truncated, copy or export it again"
+        )
+    if tif.is_imagej:
+        images = (tif.imagej_metadata or {}).get("images")
+        shape = tuple(series.shape)
+        planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        if isinstance(images, int) and series.kind != "imagej" and images > planes:
+            raise InputError(
+                f"{path}: ImageJ metadata lists {images} images but the file holds {planes}; "
+                "the file is probably truncated, copy or export it again"
+            )
+
+
+def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+    tif = None
+    with _tifffile_complaints() as complaints:
+        try:
+            tif = tifffile.TiffFile(path)  # opened "rb": never modified
+            series = tif.series[0] if tif.series else None
+        except Exception as err:  # TiffFileError, struct.error, ValueError... for broken files
+            if tif is not None:
+                tif.close()
+            raise InputError(
+                f"{path}: not a readable TIFF file ({_one_line(err)}); check that the file is complete and not corrupted"
+            ) from err
     stores: list[Any] = []
 
     def close() -> None:
@@ -92,9 +145,11 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         tif.close()
 
     try:
-        if not tif.series:
+        if series is None:
             raise InputError(f"{path}: TIFF file holds no image; check that the file is complete")
-        series = tif.series[0]
+        _check_complete(tif, series, complaints.messages, path)
+        for message in complaints.messages:
+            logger.warning("%s: tifffile: %s", path, message)
         voxel_size = _tiff_voxel_size(tif)
         if series.dataoffset is not None and series.transform is None and series.dtype is not None:
             # uncompressed and contiguous: map the file, the OS pages in only what is sliced
@@ -112,8 +167,6 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         raise InputError(
             f"{path}: cannot read the TIFF image data ({_one_line(err)}); check that the file is complete"
         ) from err
-
-
 
 
 def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,

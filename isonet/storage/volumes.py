@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
 import zarr.codecs
 
 from isonet.errors import InputError
 from isonet.storage.axes import _squeeze_to_zyx
+from isonet.storage.voxels import _one_line
 from isonet.storage.omezarr import _multiscale_of, read_ome_zarr
 from isonet.storage.tiff import _open_tiff
 
@@ -60,6 +62,12 @@ def open_volume(path: str | os.PathLike) -> tuple[Any, tuple[float, float, float
             multiscale = _multiscale_of(dict(zarr.open_group(path, mode="r").attrs)) or {}
             names = [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", [])]
             axes = "".join(str(n).upper()[:1] for n in names)
+        spatial = "".join(a for a in axes or "" if a in "ZYX")
+        if sorted(spatial) == ["X", "Y", "Z"] and spatial != "ZYX":
+            raise InputError(
+                f"{path}: spatial axes are stored in the order {', '.join(spatial.lower())}; isonet reads "
+                "z, y, x: transpose the image (or export it as TIFF) and convert it again"
+            )
         return _squeeze_to_zyx(array, axes, path), voxel_size, lambda: None
     if name.endswith(TIFF_SUFFIXES):
         if path.stat().st_size == 0:
@@ -68,3 +76,41 @@ def open_volume(path: str | os.PathLike) -> tuple[Any, tuple[float, float, float
     raise InputError(
         f"{path}: unsupported file type {path.suffix!r}; isonet reads TIFF (.tif, .tiff, .ome.tif) and OME-Zarr (.zarr)"
     )
+
+
+def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike) -> np.ndarray:
+    """Planes ``z0:z1`` of a volume opened by :func:`open_volume` or :func:`read_ome_zarr`, in memory.
+
+    Parameters
+    ----------
+    array : array-like
+        The volume (numpy slicing reads only the slab).
+    z0, z1 : int
+        First plane and one past the last.
+    path : str or path
+        The file the volume comes from, named in the error message.
+
+    Returns
+    -------
+    slab : ndarray
+
+    Raises
+    ------
+    InputError
+        When the planes cannot be read or decoded: a truncated TIFF strip or tile, a damaged
+        or missing zarr chunk, an I/O error.
+
+    Examples
+    --------
+    >>> read_planes(np.arange(24).reshape(2, 3, 4), 1, 2, "a.tif").shape
+    (1, 3, 4)
+    """
+    try:
+        return np.asarray(array[z0:z1])
+    except (InputError, MemoryError):
+        raise
+    except Exception as err:  # decoders and stores raise many unrelated types for damaged data
+        raise InputError(
+            f"{path}: cannot read planes z={z0}..{z1 - 1} ({type(err).__name__}: {_one_line(err)}); "
+            "the file is damaged or incomplete, copy or export it again"
+        ) from err
