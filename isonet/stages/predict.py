@@ -27,7 +27,7 @@ from isonet.errors import InputError
 from isonet.modelfile import load_model
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
 from isonet.stages.common import Progress, axial_factor
-from isonet.storage import create_ome_zarr, read_ome_zarr
+from isonet.storage import WRITE_CONFIG, create_ome_zarr, read_ome_zarr
 from isonet.train import pick_device
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def predict_stage(
         )
         done_dir.mkdir()
         (partial / ".isonet-signature.json").write_text(json.dumps(signature))
-    out = zarr.open_array(partial / "0", mode="r+")
+    out = zarr.open_array(partial / "0", mode="r+").with_config(WRITE_CONFIG)  # every chunk stored
 
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
