@@ -1,7 +1,8 @@
 """``isonet`` command line: one subcommand per workflow stage.
 
 Each subcommand is a thin call into :mod:`isonet.stages`. Errors in the user's input end the
-command with a one-line message on stderr and exit status 2.
+command with a one-line message on stderr and exit status 2; ``verify`` exits with status 1 when
+it finds a problem in the store.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("zarr")
     s.add_argument("tiff")
 
+    s = sub.add_parser("verify", help="check a whole OME-Zarr store: metadata, every chunk present and "
+                       "matching its checksum (exit 1 on any problem)")
+    s.add_argument("path")
+
     s = sub.add_parser("benchmark-cell", help="one synthetic benchmark cell (phantom, PSF, stack) -> JSON")
     s.add_argument("out_json")
     s.add_argument("--phantom", required=True, choices=["nuclei", "membranes", "both"])
@@ -223,6 +228,14 @@ def run(args: argparse.Namespace):
 
         array, voxel_size = read_ome_zarr(args.zarr)
         return export_tiff(array, args.tiff, voxel_size)
+    if c == "verify":
+        from isonet.stages.verify import verify_store
+
+        report = verify_store(args.path)
+        for line in report["problems"]:
+            print(line)
+        print(report["summary"])
+        return report
     if c == "benchmark-cell":
         from isonet.stages.benchmark import benchmark_cell_stage
 
@@ -268,10 +281,12 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        run(args)
+        result = run(args)
     except InputError as exc:
         print(f"isonet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "verify" and result["problems"]:
+        return 1
     logging.getLogger("isonet").info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     return 0
 

@@ -123,11 +123,10 @@ def chunk_file(store: str | os.PathLike, array: zarr.Array, coords: Sequence[int
     return Path(store) / (array.path or "") / chunk_key(array, coords)
 
 
-def rewrite_hint(store: str | os.PathLike, stage: str | None) -> str:
+def rewrite_hint(store: str | os.PathLike, stage: str | None, list_hint: bool = True) -> str:
     """How to get a sound copy of a damaged store, knowing the stage that wrote it (or not)."""
-    if stage:
-        return f"run `isonet {stage}` again to rewrite {store} (`isonet verify {store}` lists every damaged chunk)"
-    return f"restore {store} from a copy or write it again (`isonet verify {store}` lists every damaged chunk)"
+    fix = f"run `isonet {stage}` again to rewrite {store}" if stage else f"restore {store} from a copy or write it again"
+    return fix + (f" (`isonet verify {store}` lists every damaged chunk)" if list_hint else "")
 
 
 class CheckedArray:

@@ -17,7 +17,13 @@ import zarr
 import zarr.codecs
 
 from isonet.errors import InputError
-from isonet.storage.integrity import WRITE_CONFIG, CheckedArray, checksummed_compressors, has_checksums
+from isonet.storage.integrity import (
+    WRITE_CONFIG,
+    CheckedArray,
+    checksummed_compressors,
+    has_checksums,
+    rewrite_hint,
+)
 from isonet.storage.voxels import (
     _length_in_um,
     _one_line,
@@ -265,9 +271,12 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
             "the store is incomplete, convert the image again"
         ) from err
     except Exception as err:  # damaged array metadata: JSON, or fields zarr cannot parse
+        level_path = path / str(datasets[level]["path"])
+        provenance = node.attrs.get("isonet")
+        stage = provenance.get("stage") if isinstance(provenance, dict) else None
         raise InputError(
-            f"{path / str(datasets[level]['path'])}: zarr metadata of level {level} is damaged ({_one_line(err)}); "
-            "write the store again (e.g. `isonet convert` on the original image)"
+            f"{_metadata_file(level_path) or level_path}: zarr metadata of level {level} is damaged "
+            f"({_one_line(err)}); {rewrite_hint(path, stage if isinstance(stage, str) else None)}"
         ) from err
     voxel_size = _multiscale_voxel_size(multiscale, level)
     if voxel_size is None:
