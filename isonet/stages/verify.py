@@ -66,7 +66,8 @@ def _check_multiscales(group: zarr.Group, path: Path, problems: list[str]) -> li
         return []
     axes = multiscale.get("axes")
     names = [a.get("name") if isinstance(a, dict) else a for a in axes] if isinstance(axes, list) else []
-    if not names or len(set(names)) != len(names) or not {"z", "y", "x"} <= set(names):
+    axes_ok = bool(names) and len(set(names)) == len(names) and {"z", "y", "x"} <= set(names)
+    if not axes_ok:
         problems.append(f"{path}: multiscales axes {axes!r} do not name z, y and x once each")
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
@@ -88,7 +89,7 @@ def _check_multiscales(group: zarr.Group, path: Path, problems: list[str]) -> li
             problems.append(f"{where}: no valid scale transformation (one positive value per axis)")
             previous = None
             continue
-        if names and len(names) == array.ndim and _multiscale_voxel_size(multiscale, level) is None:
+        if axes_ok and len(names) == array.ndim and _multiscale_voxel_size(multiscale, level) is None:
             problems.append(f"{where}: z, y, x scales are not in a known length unit")
         if arrays[0] is not array:
             if array.dtype != arrays[0].dtype:

@@ -143,11 +143,13 @@ class CheckedArray:
     array : zarr.Array
         The array, opened read-only.
     store : str or path
-        Directory of the store, named in errors (and where chunk files are looked up).
+        Directory of the store (where chunk files are looked up), named in errors.
     stage : str, optional
         The isonet stage that wrote the store, named in the fix.
     complete : bool
         Every chunk is stored (isonet wrote the array with checksums and empty chunks).
+    name : str or path, optional
+        Named in errors instead of ``store`` (e.g. the original of a temporary copy).
 
     Raises
     ------
@@ -156,9 +158,10 @@ class CheckedArray:
     """
 
     def __init__(self, array: zarr.Array, store: str | os.PathLike, stage: str | None = None,
-                 complete: bool = False):
+                 complete: bool = False, name: str | os.PathLike | None = None):
         self.array = array
         self.store = Path(store)
+        self.name = Path(store) if name is None else Path(name)
         self.stage = stage
         self.complete = complete
         self._present: set[tuple[int, ...]] = set()
@@ -195,9 +198,8 @@ class CheckedArray:
         return out if dtype is None else out.astype(dtype)
 
     def _message(self, coords: Sequence[int], damage: str) -> str:
-        name = self.array.path or "/"
-        return (f"{self.store}: chunk {chunk_key(self.array, coords)} of array '{name}' is {damage}; "
-                f"{rewrite_hint(self.store, self.stage)}")
+        return (f"{self.name}: chunk {chunk_key(self.array, coords)} of array '{self.array.path or '/'}' is "
+                f"{damage}; {rewrite_hint(self.name, self.stage)}")
 
     def __repr__(self) -> str:
         return f"<CheckedArray {self.store}/{self.array.path} shape={self.array.shape} dtype={self.array.dtype}>"

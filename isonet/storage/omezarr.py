@@ -287,17 +287,19 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
     return checked(array, path, dict(node.attrs)), voxel_size
 
 
-def checked(array: zarr.Array, store: str | os.PathLike, group_attrs: dict) -> CheckedArray:
+def checked(array: zarr.Array, store: str | os.PathLike, group_attrs: dict,
+            name: str | os.PathLike | None = None) -> CheckedArray:
     """``array`` (of the OME-Zarr image at ``store``) with reads that name a damaged chunk.
 
     An array isonet wrote (group attribute ``"isonet"``, chunks checksummed) stores every
-    chunk, so an absent chunk file is reported too.
+    chunk, so an absent chunk file is reported too. ``name`` is the store named in errors
+    (default ``store``).
     """
     provenance = group_attrs.get("isonet")
     isonet_written = isinstance(provenance, dict)
     stage = provenance.get("stage") if isonet_written else None
     return CheckedArray(array, store, stage=stage if isinstance(stage, str) else None,
-                        complete=isonet_written and has_checksums(array))
+                        complete=isonet_written and has_checksums(array), name=name)
 
 
 def _metadata_file(path: Path) -> Path | None:
@@ -350,7 +352,8 @@ def _pyramid_blocks(shape: Sequence[int], chunks: Sequence[int], src_factor: tup
 
 
 def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequence[int] = 2,
-                  method: str = "mean", log: Callable[[str], None] | None = None) -> list[tuple[int, ...]]:
+                  method: str = "mean", log: Callable[[str], None] | None = None,
+                  name: str | os.PathLike | None = None) -> list[tuple[int, ...]]:
     """Add downsampled levels ``1 .. n_levels-1`` to an OME-Zarr image and update its metadata.
 
     Level ``i`` is level ``i-1`` reduced by ``factor`` in z, y and x (sizes rounded up; edge
@@ -373,6 +376,8 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
         ``factor``-th voxel and keeps label images as labels.
     log : callable, optional
         Receives one progress line per level.
+    name : str or path, optional
+        Store named in errors about damaged chunks, when ``path`` is a temporary copy of it.
 
     Returns
     -------
@@ -399,7 +404,7 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
         if dataset.get("path") not in (None, "0") and dataset["path"] in group:
             del group[dataset["path"]]
     attrs = dict(group.attrs)
-    src = checked(group["0"], path, attrs)
+    src = checked(group["0"], path, attrs, name)
     if src.ndim != 3:
         raise InputError(f"{path}: level 0 has shape {src.shape}; build_pyramid needs a 3D (z, y, x) image")
     shapes = [tuple(src.shape)]
@@ -422,7 +427,7 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
         if log is not None:
             log(f"pyramid level {level} {shape}")
         shapes.append(shape)
-        src = checked(dst, path, attrs)
+        src = checked(dst, path, attrs, name)
     write_ome_zarr_metadata(group, voxel_size, n_levels, name=multiscale.get("name", "image"), factor=f,
                             method=method)
     return shapes
