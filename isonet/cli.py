@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="check a whole OME-Zarr store: metadata, every chunk present and "
                        "matching its checksum (exit 1 on any problem)")
     s.add_argument("path")
+    s.add_argument("--workers", type=int, default=2, help="chunks read and decoded at once")
 
     s = sub.add_parser("benchmark-cell", help="one synthetic benchmark cell (phantom, PSF, stack) -> JSON")
     s.add_argument("out_json")
@@ -231,9 +232,7 @@ def run(args: argparse.Namespace):
     if c == "verify":
         from isonet.stages.verify import verify_store
 
-        report = verify_store(args.path)
-        for line in report["problems"]:
-            print(line)
+        report = verify_store(args.path, on_problem=lambda line: print(line, flush=True), workers=args.workers)
         print(report["summary"])
         return report
     if c == "benchmark-cell":

@@ -6,17 +6,19 @@ Checks, each finding one line in the result's ``problems``:
   listed level present, with a scale per axis, the same dtype and number of dimensions as level
   0, and a shape that follows from the level above and the ratio of their scales;
 * every chunk of every level: present (in arrays isonet wrote, which store every chunk), decodes,
-  and matches its crc32c checksum. Chunks are read one at a time (a shard when sharded), so
-  memory holds one chunk whatever the size of the store.
+  and matches its crc32c checksum. Each of ``workers`` threads reads one chunk at a time (a shard
+  when sharded), so memory holds a few chunks whatever the size of the store.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,31 @@ def _check_multiscales(group: zarr.Group, path: Path, problems: list[str]) -> li
     return arrays
 
 
-def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = None) -> dict:
+ABSENT = "absent"
+
+
+def _chunk_state(store: Path, array: zarr.Array, coords: tuple[int, ...]) -> str | None:
+    """None for a sound chunk, ``ABSENT`` when its file is not there, else what is wrong with it."""
+    if not chunk_file(store, array, coords).is_file():
+        return ABSENT
+    return chunk_damage(array, coords)
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
+    """``map(fn, items)`` on ``pool``, in order, with at most ``window`` items in flight."""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            item, future = pending.popleft()
+            yield item, future.result()
+    while pending:
+        item, future = pending.popleft()
+        yield item, future.result()
+
+
+def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = None,
+                 on_problem: Callable[[str], None] | None = None, workers: int = 2) -> dict:
     """Check a whole zarr store: metadata, and every chunk present, decoding and matching its checksum.
 
     Parameters
@@ -118,6 +144,10 @@ def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = No
         OME-Zarr image (NGFF 0.4 or 0.5) or plain zarr array (v2 or v3), on the local filesystem.
     log : callable, optional
         Receives progress lines (``"verify: chunks 120/480 (25 %), ..."``); default: ``logging``.
+    on_problem : callable, optional
+        Receives each problem line as soon as it is found.
+    workers : int
+        Chunks read and decoded at once (threads); memory holds about ``2 * workers`` chunks.
 
     Returns
     -------
@@ -156,6 +186,9 @@ def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = No
         isonet_written = isinstance(provenance, dict)
         stage = provenance.get("stage") if isonet_written else None
         arrays = _check_multiscales(node, path, problems)
+    if on_problem is not None:
+        for line in problems:
+            on_problem(line)
 
     total = sum(math.prod(chunk_grid(a)) for a in arrays)
     progress = Progress("verify: chunks", total, log=say)
@@ -169,17 +202,21 @@ def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = No
             say(f"verify: {path}: array '{name}' has no per-chunk checksums; damage that still decodes "
                 "cannot be detected (write the store again with isonet to add them)")
         complete = isonet_written and checksums
-        for coords in itertools.product(*(range(n) for n in chunk_grid(array))):
-            if not chunk_file(path, array, coords).is_file():
-                if complete:
-                    problems.append(f"{path}: array '{name}' chunk {chunk_key(array, coords)}: missing")
-                else:
-                    absent += 1
-            else:
-                damage = chunk_damage(array, coords)
-                if damage is not None:
-                    problems.append(f"{path}: array '{name}' chunk {chunk_key(array, coords)}: {damage}")
-            progress.advance()
+        grid = itertools.product(*(range(n) for n in chunk_grid(array)))
+        with ThreadPoolExecutor(max(1, int(workers))) as pool:
+            for coords, state in _in_order(pool, lambda c: _chunk_state(path, array, c), grid, 2 * max(1, workers)):
+                progress.advance()
+                if state is None:
+                    continue
+                if state == ABSENT:
+                    if not complete:  # a chunk of fill value that the writer did not store
+                        absent += 1
+                        continue
+                    state = "missing"
+                line = f"{path}: array '{name}' chunk {chunk_key(array, coords)}: {state}"
+                problems.append(line)
+                if on_problem is not None:
+                    on_problem(line)
 
     if problems:
         summary = (f"{len(arrays)} arrays, {total} chunks checked, {len(problems)} problem(s); "

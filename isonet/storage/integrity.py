@@ -125,7 +125,10 @@ def chunk_file(store: str | os.PathLike, array: zarr.Array, coords: Sequence[int
 
 def rewrite_hint(store: str | os.PathLike, stage: str | None, list_hint: bool = True) -> str:
     """How to get a sound copy of a damaged store, knowing the stage that wrote it (or not)."""
-    fix = f"run `isonet {stage}` again to rewrite {store}" if stage else f"restore {store} from a copy or write it again"
+    if stage:
+        fix = f"run `isonet {stage}` again to rewrite {store}"
+    else:
+        fix = f"restore {store} from a copy or write it again"
     return fix + (f" (`isonet verify {store}` lists every damaged chunk)" if list_hint else "")
 
 
