@@ -34,7 +34,7 @@ from isonet.storage.integrity import (
     has_checksums,
     rewrite_hint,
 )
-from isonet.storage.omezarr import _metadata_file, _multiscale_of, _multiscale_voxel_size, _scale_of
+from isonet.storage.omezarr import _metadata_file, _multiscale_of, _multiscale_voxel_size, _scale_of, writer_stage
 from isonet.storage.voxels import _one_line
 
 logger = logging.getLogger(__name__)
@@ -182,9 +182,8 @@ def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = No
     if isinstance(node, zarr.Array):
         arrays = [node]
     elif node is not None:
-        provenance = node.attrs.get("isonet")
-        isonet_written = isinstance(provenance, dict)
-        stage = provenance.get("stage") if isonet_written else None
+        isonet_written = isinstance(node.attrs.get("isonet"), dict)
+        stage = writer_stage(dict(node.attrs))
         arrays = _check_multiscales(node, path, problems)
     if on_problem is not None:
         for line in problems:
@@ -200,7 +199,7 @@ def verify_store(path: str | os.PathLike, log: Callable[[str], None] | None = No
         if not checksums:
             unchecksummed.append(name)
             say(f"verify: {path}: array '{name}' has no per-chunk checksums; damage that still decodes "
-                "cannot be detected (write the store again with isonet to add them)")
+                "cannot be detected (`isonet convert` writes a checksummed copy)")
         complete = isonet_written and checksums
         grid = itertools.product(*(range(n) for n in chunk_grid(array)))
         with ThreadPoolExecutor(max(1, int(workers))) as pool:

@@ -18,5 +18,6 @@ from isonet.storage.voxels import check_voxel_size
 __all__ = [
     "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "WRITE_CONFIG",
     "ZARR_SUFFIXES", "CheckedArray", "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size",
-    "create_ome_zarr", "export_tiff", "open_volume", "read_ome_zarr", "write_json", "write_ome_zarr_metadata", "write_text",
+    "create_ome_zarr", "export_tiff", "open_volume", "read_ome_zarr", "write_json", "write_ome_zarr_metadata",
+    "write_text",
 ]

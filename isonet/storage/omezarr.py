@@ -209,7 +209,7 @@ def _multiscale_voxel_size(multiscale: dict, level: int) -> tuple[float, float, 
     return _valid_voxel_size(out)
 
 
-def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, tuple[float, float, float] | None]:
+def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[CheckedArray, tuple[float, float, float] | None]:
     """Open one resolution level of an OME-Zarr image (NGFF 0.4 or 0.5) read-only.
 
     A plain zarr v2/v3 array is accepted too; its voxel size is then None. Spatial axes without
@@ -272,11 +272,9 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
         ) from err
     except Exception as err:  # damaged array metadata: JSON, or fields zarr cannot parse
         level_path = path / str(datasets[level]["path"])
-        provenance = node.attrs.get("isonet")
-        stage = provenance.get("stage") if isinstance(provenance, dict) else None
         raise InputError(
             f"{_metadata_file(level_path) or level_path}: zarr metadata of level {level} is damaged "
-            f"({_one_line(err)}); {rewrite_hint(path, stage if isinstance(stage, str) else None)}"
+            f"({_one_line(err)}); {rewrite_hint(path, writer_stage(dict(node.attrs)))}"
         ) from err
     voxel_size = _multiscale_voxel_size(multiscale, level)
     if voxel_size is None:
@@ -295,11 +293,16 @@ def checked(array: zarr.Array, store: str | os.PathLike, group_attrs: dict,
     chunk, so an absent chunk file is reported too. ``name`` is the store named in errors
     (default ``store``).
     """
-    provenance = group_attrs.get("isonet")
-    isonet_written = isinstance(provenance, dict)
-    stage = provenance.get("stage") if isonet_written else None
-    return CheckedArray(array, store, stage=stage if isinstance(stage, str) else None,
+    isonet_written = isinstance(group_attrs.get("isonet"), dict)
+    return CheckedArray(array, store, stage=writer_stage(group_attrs),
                         complete=isonet_written and has_checksums(array), name=name)
+
+
+def writer_stage(group_attrs: dict) -> str | None:
+    """The isonet stage that wrote an image (its ``"isonet"`` attribute), if known."""
+    provenance = group_attrs.get("isonet")
+    stage = provenance.get("stage") if isinstance(provenance, dict) else None
+    return stage if isinstance(stage, str) else None
 
 
 def _metadata_file(path: Path) -> Path | None:
