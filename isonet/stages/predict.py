@@ -129,7 +129,12 @@ def predict_stage(
         return i
 
     tasks = [dask.delayed(run_block)(i, r) for i, r in todo]
-    dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+    try:
+        dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+    except InputError:  # e.g. a damaged input chunk: keep finished blocks for the rerun, else nothing
+        if not any(done_dir.iterdir()):
+            shutil.rmtree(partial)
+        raise
 
     shutil.rmtree(done_dir)
     (partial / ".isonet-signature.json").unlink()
