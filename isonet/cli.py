@@ -2,7 +2,8 @@
 
 Each subcommand is a thin call into :mod:`isonet.stages`. Errors in the user's input end the
 command with a one-line message on stderr and exit status 2; a failed read or write (a full disk)
-with a one-line message and exit status 1.
+with a one-line message and exit status 1; ``verify`` exits with status 1 when it finds a problem
+in the store.
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("zarr")
     s.add_argument("tiff")
 
+    s = sub.add_parser("verify", help="check a whole OME-Zarr store: metadata, every chunk present and "
+                       "matching its checksum (exit 1 on any problem)")
+    s.add_argument("path")
+    s.add_argument("--workers", type=int, default=2, help="chunks read and decoded at once")
+
     s = sub.add_parser("benchmark-cell", help="one synthetic benchmark cell (phantom, PSF, stack) -> JSON")
     s.add_argument("out_json")
     s.add_argument("--phantom", required=True, choices=["nuclei", "membranes", "both"])
@@ -275,6 +281,12 @@ def run(args: argparse.Namespace):
         check_output_path(args.tiff, [args.zarr])
         array, voxel_size = read_ome_zarr(args.zarr)
         return export_tiff(array, args.tiff, voxel_size)
+    if c == "verify":
+        from isonet.stages.verify import verify_store
+
+        report = verify_store(args.path, on_problem=lambda line: print(line, flush=True), workers=args.workers)
+        print(report["summary"])
+        return report
     if c == "benchmark-cell":
         from isonet.stages.benchmark import benchmark_cell_stage
 
@@ -320,7 +332,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        run(args)
+        result = run(args)
     except InputError as exc:  # anything else is a bug in isonet and keeps its traceback
         message = " ".join(str(exc).split())  # one line, whatever the message holds
         print(f"isonet {args.command}: error: {message}", file=sys.stderr)
@@ -330,6 +342,8 @@ def main(argv=None) -> int:
         what = " ".join(str(exc.strerror or exc).split())
         print(f"isonet {args.command}: error: {where}{what}; nothing partial was kept as "
               "finished, fix the cause (e.g. free disk space) and run the same command again", file=sys.stderr)
+        return 1
+    if args.command == "verify" and result["problems"]:
         return 1
     logging.getLogger("isonet").info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     return 0

@@ -132,7 +132,7 @@ def test_create_ome_zarr_metadata_and_codec(tmp_path):
     assert ms["datasets"] == [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(VS)}]}]
     assert meta["attributes"]["isonet"] == {"stage": "test"}
     codecs = json.loads((path / "0" / "zarr.json").read_text())["codecs"]
-    assert {"name": "zstd", "configuration": {"level": 5, "checksum": False}} in codecs
+    assert codecs[1:] == [{"name": "zstd", "configuration": {"level": 5, "checksum": False}}, {"name": "crc32c"}]
     raises_one_line("a.zarr", create_ome_zarr, path, (5, 40, 30), "float32", (2, 16, 16), VS)
     raises_one_line("b.zarr", create_ome_zarr, tmp_path / "b.zarr", (5, 4, 3), "uint8", (1, 4, 3), (0, 1, 1))
 
@@ -250,6 +250,88 @@ def test_build_pyramid_blocks_stay_within_budget(tmp_path, monkeypatch):
     build_pyramid(path, method="mean")
     level1 = zarr.open_group(path, mode="r")["1"][:]
     assert level1[1, 8, 9] == round(data[2:, 16:, 18:].mean()) and level1[0, 1, 1] == round(data[:2, 2:4, 2:4].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# checksummed chunks and reads that name a damaged chunk
+
+
+def _pyramid_store(path, data, chunks=(2, 8, 8), provenance=None):
+    _, a = create_ome_zarr(path, data.shape, data.dtype, chunks, VS, provenance=provenance)
+    a[:] = data
+    build_pyramid(path, n_levels=2)
+    return path
+
+
+def test_every_level_is_checksummed_and_stores_empty_chunks(tmp_path):
+    data = np.zeros((4, 16, 16), np.uint16)
+    data[2:, 8:, 8:] = 3
+    path = _pyramid_store(tmp_path / "e.zarr", data)
+    for level, n_chunks in (("0", 8), ("1", 1)):
+        meta = json.loads((path / level / "zarr.json").read_text())
+        assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd", "crc32c"]
+        assert len([p for p in (path / level / "c").rglob("*") if p.is_file()]) == n_chunks
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["isonet"] == {}
+
+
+def test_ome_zarr_readers_open_our_stores(tmp_path):
+    """ome-zarr-py's reader (napari-ome-zarr's) and ome-zarr-models read the checksummed store."""
+    ome_zarr_reader = pytest.importorskip("ome_zarr.reader")
+    ome_zarr_io = pytest.importorskip("ome_zarr.io")
+    ome_zarr_models = pytest.importorskip("ome_zarr_models")
+    data = np.random.default_rng(2).integers(0, 60000, (6, 20, 18), dtype=np.uint16)
+    path = _pyramid_store(tmp_path / "r.zarr", data, chunks=(4, 8, 8), provenance={"stage": "test"})
+    (node,) = list(ome_zarr_reader.Reader(ome_zarr_io.parse_url(path))())
+    np.testing.assert_array_equal(np.asarray(node.data[0]), data)
+    np.testing.assert_array_equal(np.asarray(node.data[1]), zarr.open_array(path / "1")[:])
+    assert [a["name"] for a in node.metadata["axes"]] == ["z", "y", "x"]
+
+    image = ome_zarr_models.open_ome_zarr(zarr.open_group(path, mode="r"))
+    datasets = image.attributes.ome.multiscales[0].datasets
+    assert [d.path for d in datasets] == ["0", "1"]
+    assert datasets[0].coordinateTransformations[0].scale == list(VS)
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")[datasets[0].path][:], data)
+
+
+@pytest.mark.parametrize("selection,key", [
+    ((slice(None),), "c/1/0/1"), ((3,), "c/1/0/1"), ((slice(2, 4), 5, slice(None, None, 3)), "c/1/0/1"),
+    ((Ellipsis, slice(8, 16)), "c/1/0/1"), ((-1, slice(-8, None), 9), "c/1/1/1"),
+])
+def test_damaged_chunk_read_names_store_array_and_key(tmp_path, selection, key):
+    data = np.random.default_rng(3).integers(0, 1000, (4, 16, 16), dtype=np.uint16)
+    path = _pyramid_store(tmp_path / "d.zarr", data, provenance={"stage": "convert"})
+    array, _ = read_ome_zarr(path)
+    np.testing.assert_array_equal(array[selection], data[selection])  # sound: same values as zarr
+    for k in ("c/1/0/1", "c/1/1/1"):
+        blob = bytearray((path / "0" / k).read_bytes())
+        blob[len(blob) // 2] ^= 1
+        (path / "0" / k).write_bytes(bytes(blob))
+    array, _ = read_ome_zarr(path)
+    message = raises_one_line("d.zarr", array.__getitem__, selection)
+    assert message == (f"{path}: chunk {key} of array '0' is damaged (checksum mismatch); run `isonet convert` "
+                       f"again to rewrite {path} (`isonet verify {path}` lists every damaged chunk)")
+    np.testing.assert_array_equal(array[:2], data[:2])  # sound chunks still read
+    with pytest.raises(IndexError):  # a wrong selection is a programming error, not damage
+        array[5]
+
+
+def test_missing_chunk_read_and_stores_from_elsewhere(tmp_path):
+    data = np.random.default_rng(4).integers(0, 1000, (4, 16, 16), dtype=np.uint16)
+    path = _pyramid_store(tmp_path / "m.zarr", data)
+    (path / "0" / "c" / "0" / "1" / "0").unlink()
+    array, _ = read_ome_zarr(path)
+    np.testing.assert_array_equal(array[:, :8], data[:, :8])
+    assert "chunk c/0/1/0 of array '0' is missing (the store is incomplete); restore " in raises_one_line(
+        "m.zarr", array.__getitem__, (slice(None), 8))
+    # a plain zarr without checksums: an absent chunk is fill value, a truncated one does not decode
+    plain = zarr.create_array(tmp_path / "p.zarr", shape=(4, 8), dtype="int32", chunks=(2, 8))
+    plain[:2] = 7
+    array, _ = read_ome_zarr(tmp_path / "p.zarr")
+    assert array[:].sum() == 7 * 16
+    blob = (tmp_path / "p.zarr" / "c" / "0" / "0").read_bytes()
+    (tmp_path / "p.zarr" / "c" / "0" / "0").write_bytes(blob[:5])
+    message = raises_one_line("p.zarr", array.__getitem__, slice(None))
+    assert message.startswith(f"{tmp_path / 'p.zarr'}: chunk c/0/0 of array '/' is damaged, does not decode (")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,6 +269,11 @@ def test_tiny_run_outputs(tiny_run):
     assert labels.shape == restored.shape and labels_vs == pytest.approx(restored_vs)
     assert np.asarray(labels[:]).max() > 0
     assert (results / "restored.tif").is_file()
+    from isonet.stages.verify import verify_store
+
+    for store in ("input.ome.zarr", "predict/predicted.ome.zarr", "restored.ome.zarr", "labels.ome.zarr"):
+        report = verify_store(results / store, log=lambda m: None)  # every chunk stored and checksummed
+        assert (report["problems"], report["absent"], report["unchecksummed"]) == ([], 0, []), report
     metrics = json.loads((results / "metrics.json").read_text())
     for reference in ("gt", "iso_gt"):
         assert metrics["psnr"][reference]["restored"] > metrics["psnr"][reference]["cubic"], metrics

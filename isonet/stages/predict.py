@@ -26,7 +26,7 @@ from isonet.modelfile import load_model
 from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block
 from isonet.stages.common import Progress, axial_factor, check_output_path
-from isonet.storage import create_ome_zarr, naming_path, read_ome_zarr
+from isonet.storage import WRITE_CONFIG, create_ome_zarr, naming_path, read_ome_zarr
 from isonet.train import pick_device, use_deterministic_torch
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def predict_stage(
         )
         done_dir.mkdir()
         (partial / ".isonet-signature.json").write_text(json.dumps(signature))
-    out = zarr.open_array(partial / "0", mode="r+")
+    out = zarr.open_array(partial / "0", mode="r+").with_config(WRITE_CONFIG)  # every chunk stored
 
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
@@ -151,6 +151,10 @@ def predict_stage(
     tasks = [dask.delayed(run_block)(i, r) for i, r in todo]
     try:
         dask.compute(*tasks, scheduler="threads", num_workers=max(1, int(workers)))
+    except InputError:  # e.g. a damaged input chunk: keep finished blocks for the rerun, else nothing
+        if not any(done_dir.iterdir()):
+            shutil.rmtree(partial)
+        raise
     except OSError as err:  # a block whose write failed has no marker: the rerun computes it again
         raise naming_path(err, partial) from err
 

@@ -35,7 +35,8 @@ def stitch_stage(predicted_zarr, output_zarr, pyramid_levels: int = 3, tiff_path
         check_output_path(tiff_path, [predicted_zarr, output_zarr])
     with atomic_path(output_zarr) as tmp:
         shutil.copytree(predicted_zarr, tmp, copy_function=_link_or_copy)
-        shapes = build_pyramid(tmp, n_levels=pyramid_levels, method=method, log=lambda m: logger.info("stitch: %s", m))
+        shapes = build_pyramid(tmp, n_levels=pyramid_levels, method=method, log=lambda m: logger.info("stitch: %s", m),
+                               name=predicted_zarr)  # the copy's chunks are the predicted store's
         _add_stitch_provenance(tmp, predicted_zarr, pyramid_levels, method)
     array, voxel_size = read_ome_zarr(output_zarr)
     logger.info("stitch: %s levels %s, voxel size %s µm", output_zarr, shapes, voxel_size)

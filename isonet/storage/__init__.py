@@ -1,6 +1,7 @@
 
 from isonet.storage.atomic import atomic_path, naming_path, write_json, write_text
 from isonet.storage.axes import SqueezedArray
+from isonet.storage.integrity import WRITE_CONFIG, CheckedArray
 from isonet.storage.omezarr import (
     NGFF_VERSION,
     PYRAMID_BLOCK_BYTES,
@@ -15,8 +16,9 @@ from isonet.storage.volumes import TIFF_SUFFIXES, ZARR_SUFFIXES, open_volume, re
 from isonet.storage.voxels import check_voxel_size
 
 __all__ = [
-    "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "ZARR_SUFFIXES",
-    "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size", "create_ome_zarr", "export_tiff",
-    "naming_path", "open_volume", "read_ome_zarr", "read_planes", "write_json", "write_ome_zarr_metadata",
+    "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "WRITE_CONFIG",
+    "ZARR_SUFFIXES", "CheckedArray", "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size",
+    "create_ome_zarr", "export_tiff", "naming_path", "open_volume", "read_ome_zarr", "read_planes", "write_json",
+    "write_ome_zarr_metadata",
     "write_text",
 ]

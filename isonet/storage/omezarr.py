@@ -1,4 +1,9 @@
-"""OME-Zarr (NGFF 0.5, Zarr v3) images: create, write metadata, read, build the pyramid."""
+"""OME-Zarr (NGFF 0.5, Zarr v3) images: create, write metadata, read, build the pyramid.
+
+Every array written here is zstd-compressed with a crc32c checksum per chunk and stores every
+chunk; reads go through :class:`~isonet.storage.integrity.CheckedArray`, so a damaged chunk ends
+a stage with one line naming the store, the array and the chunk key.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,13 @@ import zarr
 import zarr.codecs
 
 from isonet.errors import InputError
+from isonet.storage.integrity import (
+    WRITE_CONFIG,
+    CheckedArray,
+    checksummed_compressors,
+    has_checksums,
+    rewrite_hint,
+)
 from isonet.storage.voxels import (
     _length_in_um,
     _one_line,
@@ -92,7 +104,11 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
                     voxel_size: Sequence[float], name: str = "image", compression_level: int = 3,
                     shards: Sequence[int] | None = None, provenance: dict | None = None,
                     overwrite: bool = False) -> tuple[zarr.Group, zarr.Array]:
-    """Create an empty single-level OME-Zarr (Zarr v3, NGFF 0.5) image, zstd-compressed.
+    """Create an empty single-level OME-Zarr (Zarr v3, NGFF 0.5) image, zstd-compressed and checksummed.
+
+    Each chunk is compressed with zstd and followed by its crc32c checksum (the Zarr v3
+    ``crc32c`` codec); every chunk is stored, empty ones included, so that an absent chunk file
+    is detectable damage (:class:`isonet.storage.integrity.CheckedArray`, ``isonet verify``).
 
     Parameters
     ----------
@@ -113,7 +129,8 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
     shards : sequence of 3 int, optional
         Shard shape (a multiple of ``chunks``); one writer per shard.
     provenance : dict, optional
-        Stored under the group attribute ``"isonet"``.
+        Stored under the group attribute ``"isonet"`` (an empty dict when None: the attribute
+        marks the store as written by isonet).
     overwrite : bool
         Replace an existing store at ``path`` instead of raising.
 
@@ -146,10 +163,10 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
     group = zarr.open_group(path, mode="w", zarr_format=3)
     level0 = group.create_array(
         "0", shape=shape, dtype=dtype, chunks=chunks, shards=None if shards is None else tuple(shards),
-        compressors=zarr.codecs.ZstdCodec(level=compression_level), fill_value=0,
-        dimension_names=list(SPATIAL_AXES),
+        compressors=checksummed_compressors(compression_level), fill_value=0,
+        dimension_names=list(SPATIAL_AXES), config=WRITE_CONFIG,
     )
-    write_ome_zarr_metadata(group, vs, 1, name=name, provenance=provenance)
+    write_ome_zarr_metadata(group, vs, 1, name=name, provenance=dict(provenance or {}))
     return group, level0
 
 
@@ -192,7 +209,7 @@ def _multiscale_voxel_size(multiscale: dict, level: int) -> tuple[float, float, 
     return _valid_voxel_size(out)
 
 
-def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, tuple[float, float, float] | None]:
+def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[CheckedArray, tuple[float, float, float] | None]:
     """Open one resolution level of an OME-Zarr image (NGFF 0.4 or 0.5) read-only.
 
     A plain zarr v2/v3 array is accepted too; its voxel size is then None. Spatial axes without
@@ -207,16 +224,18 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
 
     Returns
     -------
-    array : zarr.Array
-        Read-only; may have more than 3 dimensions when the image has e.g. t or c axes.
+    array : CheckedArray
+        A read-only zarr array (same attributes and indexing); may have more than 3 dimensions
+        when the image has e.g. t or c axes. Reading a damaged chunk raises :class:`InputError`
+        naming the store, the array and the chunk key.
     voxel_size : tuple of 3 float or None
         ``(z, y, x)`` in µm at that level; None for a plain array.
 
     Raises
     ------
     InputError
-        When the path is missing or not a zarr store, the group has no multiscales metadata, the
-        level does not exist, or the metadata lacks spatial scales.
+        When the path is missing or not a zarr store, its metadata is damaged, the group has no
+        multiscales metadata, the level does not exist, or the metadata lacks spatial scales.
     """
     path = Path(path)
     if not path.exists():
@@ -224,11 +243,17 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
     try:
         node = zarr.open(path, mode="r")
     except Exception as err:  # zarr raises several unrelated types for "not a zarr store"
+        metadata = _metadata_file(path)
+        if metadata is not None:
+            raise InputError(
+                f"{metadata}: zarr metadata is damaged ({_one_line(err)}); write the store again "
+                "(e.g. `isonet convert` on the original image)"
+            ) from err
         raise InputError(
             f"{path}: not a zarr store ({_one_line(err)}); give an OME-Zarr image or a TIFF file"
         ) from err
     if isinstance(node, zarr.Array):
-        return node, None
+        return CheckedArray(node, path), None
     multiscale = _multiscale_of(dict(node.attrs))
     if multiscale is None or not multiscale.get("datasets"):
         raise InputError(
@@ -251,10 +276,11 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
             f"{path}: level {level} ({datasets[level].get('path')!r}) is listed in the metadata but missing; "
             "the store is incomplete, convert the image again"
         ) from err
-    except Exception as err:  # damaged array metadata: JSON, unicode and validation errors
+    except Exception as err:  # damaged array metadata: JSON, or fields zarr cannot parse
+        level_path = path / str(datasets[level]["path"])
         raise InputError(
-            f"{path}: cannot open level {level} ({datasets[level]['path']!r}: {_one_line(err)}); "
-            "its metadata is damaged, convert the image again"
+            f"{_metadata_file(level_path) or level_path}: zarr metadata of level {level} is damaged "
+            f"({_one_line(err)}); {rewrite_hint(path, writer_stage(dict(node.attrs)))}"
         ) from err
     if not isinstance(array, zarr.Array):
         raise InputError(
@@ -270,7 +296,35 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[zarr.Array, 
             f"{path}: OME-Zarr metadata lacks valid (positive, finite) z, y, x scales in a known length unit; "
             "convert the image again with voxel_size: [z, y, x] (µm) set in the config"
         )
-    return array, voxel_size
+    return checked(array, path, dict(node.attrs)), voxel_size
+
+
+def checked(array: zarr.Array, store: str | os.PathLike, group_attrs: dict,
+            name: str | os.PathLike | None = None) -> CheckedArray:
+    """``array`` (of the OME-Zarr image at ``store``) with reads that name a damaged chunk.
+
+    An array isonet wrote (group attribute ``"isonet"``, chunks checksummed) stores every
+    chunk, so an absent chunk file is reported too. ``name`` is the store named in errors
+    (default ``store``).
+    """
+    isonet_written = isinstance(group_attrs.get("isonet"), dict)
+    return CheckedArray(array, store, stage=writer_stage(group_attrs),
+                        complete=isonet_written and has_checksums(array), name=name)
+
+
+def writer_stage(group_attrs: dict) -> str | None:
+    """The isonet stage that wrote an image (its ``"isonet"`` attribute), if known."""
+    provenance = group_attrs.get("isonet")
+    stage = provenance.get("stage") if isinstance(provenance, dict) else None
+    return stage if isinstance(stage, str) else None
+
+
+def _metadata_file(path: Path) -> Path | None:
+    """The root metadata file of a zarr store (v3 or v2), when there is one."""
+    for name in ("zarr.json", ".zgroup", ".zarray"):
+        if (path / name).is_file():
+            return path / name
+    return None
 
 
 def _block_mean(block: np.ndarray, factor: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
@@ -315,14 +369,16 @@ def _pyramid_blocks(shape: Sequence[int], chunks: Sequence[int], src_factor: tup
 
 
 def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequence[int] = 2,
-                  method: str = "mean", log: Callable[[str], None] | None = None) -> list[tuple[int, ...]]:
+                  method: str = "mean", log: Callable[[str], None] | None = None,
+                  name: str | os.PathLike | None = None) -> list[tuple[int, ...]]:
     """Add downsampled levels ``1 .. n_levels-1`` to an OME-Zarr image and update its metadata.
 
     Level ``i`` is level ``i-1`` reduced by ``factor`` in z, y and x (sizes rounded up; edge
     blocks of odd-sized axes average only the voxels that exist). Levels are computed block by
     block, each block whole chunks of the new level and at most ``PYRAMID_BLOCK_BYTES`` of the
     level above, never the whole array. Existing levels ``>= 1`` are replaced (and levels beyond
-    ``n_levels`` removed); chunk shape and compressors follow level 0 (no sharding).
+    ``n_levels`` removed); chunk shape and compressor follow level 0 (no sharding), each chunk
+    with its crc32c checksum. A damaged chunk of a level read raises :class:`InputError`.
 
     Parameters
     ----------
@@ -337,6 +393,8 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
         ``factor``-th voxel and keeps label images as labels.
     log : callable, optional
         Receives one progress line per level.
+    name : str or path, optional
+        Store named in errors about damaged chunks, when ``path`` is a temporary copy of it.
 
     Returns
     -------
@@ -362,7 +420,8 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
     for dataset in multiscale.get("datasets", [])[n_levels:]:
         if dataset.get("path") not in (None, "0") and dataset["path"] in group:
             del group[dataset["path"]]
-    src = group["0"]
+    attrs = dict(group.attrs)
+    src = checked(group["0"], path, attrs, name)
     if src.ndim != 3:
         raise InputError(f"{path}: level 0 has shape {src.shape}; build_pyramid needs a 3D (z, y, x) image")
     shapes = [tuple(src.shape)]
@@ -370,9 +429,11 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
     for level in range(1, n_levels):
         shape = tuple(-(-s // k) for s, k in zip(src.shape, f))
         chunks = tuple(min(c, s) for c, s in zip(level0_chunks, shape))
+        compressors = [c for c in src.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
         dst = group.create_array(
-            str(level), shape=shape, dtype=src.dtype, chunks=chunks, compressors=src.compressors,
-            fill_value=0, dimension_names=list(SPATIAL_AXES), overwrite=True,
+            str(level), shape=shape, dtype=src.dtype, chunks=chunks,
+            compressors=compressors + [zarr.codecs.Crc32cCodec()],
+            fill_value=0, dimension_names=list(SPATIAL_AXES), overwrite=True, config=WRITE_CONFIG,
         )
         for block in _pyramid_blocks(shape, chunks, f, src.dtype.itemsize):
             source = tuple(slice(b.start * k, min(b.stop * k, s)) for b, k, s in zip(block, f, src.shape))
@@ -383,7 +444,7 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
         if log is not None:
             log(f"pyramid level {level} {shape}")
         shapes.append(shape)
-        src = dst
+        src = checked(dst, path, attrs, name)
     write_ome_zarr_metadata(group, voxel_size, n_levels, name=multiscale.get("name", "image"), factor=f,
                             method=method)
     return shapes
