@@ -200,7 +200,7 @@ def test_not_a_store(tmp_path, capsys):
 def _stage_args(name, store, out):
     """Command line of stage ``name`` reading ``store`` first, writing into the folder ``out``."""
     return {
-        "patches": ["patches", str(store), str(out / "psf.npz"), str(out / "patches.npz")],
+        "patches": ["patches", str(store), str(out / "psf.npz"), str(out / "patches.npz"), "--patch-size", "16"],
         "convert": ["convert", str(store), str(out / "again.zarr")],
         "stitch": ["stitch", str(store), str(out / "final.zarr"), "--tiff", str(out / "final.tif")],
         "segment": ["segment", str(store), str(out / "labels.zarr")],
