@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -216,6 +217,11 @@ def _write_tensor_file(path, tensors: dict[str, torch.Tensor], fmt: str, info: d
     metadata = {"isonet": json.dumps({**info, "format": fmt}, sort_keys=True)}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        # safetensors creates its file with mode 0600; a model is meant to be shared like any
+        # other output, so give it the mode the user's umask gives new files
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
 
 
 def _split_tensors(obj, key: str, tensors: dict):

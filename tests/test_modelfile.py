@@ -186,3 +186,18 @@ def test_checkpoint_round_trip_keeps_optimizer_and_generator_states(tmp_path):
     opt2 = torch.optim.Adam(build_network("isonet2").parameters(), lr=1e-3)
     opt2.load_state_dict(back["optimizer"])
     assert tuple(opt2.param_groups[0]["betas"]) == opt.param_groups[0]["betas"]
+
+
+def test_model_file_mode_follows_the_umask(tmp_path):
+    import os
+
+    from isonet.modelfile import save_model
+    from isonet.nets import build_network
+    from isonet.patches import Normalization
+
+    old = os.umask(0o022)
+    try:
+        save_model(tmp_path / "m.safetensors", build_network("isonet1", seed=0), "isonet1", 4, Normalization(0.0, 1.0))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
