@@ -237,9 +237,9 @@ def train_and_restore(
         precision=s.precision,
     )
     net = build_network(architecture, dropout=float(hp["dropout"]))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     state = fit(net, X, Y, config, log=lambda m: None)
-    t_train = time.perf_counter() - t0
+    t_train, cpu_train = time.perf_counter() - t0, time.process_time() - cpu0
     net.load_state_dict(state.best_model)
     device = torch.device(s.device)
     net = prepare_model(net, device)
@@ -255,6 +255,7 @@ def train_and_restore(
         "best_val_psnr": -float(state.best_val_loss),
         "first_val_psnr": -float(state.history[0]["val_loss"]),
         "train_s": round(t_train, 1),
+        "train_cpu_s": round(cpu_train, 1),
         "predict_s": round(t_predict, 1),
     }
     log(f"{architecture} lr {hp['learning_rate']:g} dropout {hp['dropout']:g}, {steps} steps: val PSNR "
@@ -415,7 +416,7 @@ def run_cell(
     s = settings if isinstance(settings, CellSettings) else CellSettings.from_dict(settings or {})
     if isinstance(stack, bool) or not isinstance(stack, (int, np.integer)) or stack < 0:
         raise InputError(f"benchmark stack must be an index >= 0, got {stack!r}")
-    t_cell = time.perf_counter()
+    t_cell, cpu_cell = time.perf_counter(), time.process_time()
     timing: dict[str, float] = {}
     seed = stack_seed(phantom, psf_name, int(stack), s.seed)
     t0 = time.perf_counter()
@@ -464,6 +465,8 @@ def run_cell(
             log(f"  SEG {scope} ({scored['objects'][scope]} nuclei, {scored['threshold']['rule']}): "
                 + ", ".join(f"{k} {v:.3f}" for k, v in seg[scope].items()))
     timing["total"] = time.perf_counter() - t_cell
+    # CPU seconds of this process: on a machine shared with other work, wall time overstates cost
+    timing["cpu_total"] = time.process_time() - cpu_cell
 
     fw = psf_models.psf_fwhm(st.psf)
     result = {
