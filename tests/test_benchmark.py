@@ -216,3 +216,37 @@ def test_formatting_helpers():
     assert format_mean_std(3, 1, digits=1, bold=True) == "**3.0** (1.0)"
     assert gap_closed(0.5, 0.6, 0.6) is None
     assert gap_closed(0.9, 0.5, 0.9) == 1.0
+
+
+def test_peer_scoring_aligns_its_grid_and_uses_the_cells_rule(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "csbdeep_peer", Path(__file__).resolve().parents[1] / "benchmarks" / "csbdeep_peer.py")
+    peer_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_mod)  # imports NumPy only: no TensorFlow needed here
+
+    n_acq, factor = 12, 4
+    n_iso = (n_acq - 1) * factor + 1
+    z, y, x = np.ogrid[:n_iso, :32, :32]
+    labels = (((z - 22) ** 2 + (y - 16) ** 2 + (x - 16) ** 2) <= 64).astype(np.int32)
+    gt = labels * 100.0 + 10 + 0.5 * z  # a nucleus on a z-ramp background
+    # the peer's output: the same volume sampled at its corner-aligned planes
+    pos = np.arange(n_acq * factor) * (n_acq - 1) / (n_acq * factor - 1) * factor  # in our plane units
+    lo = np.clip(np.floor(pos).astype(int), 0, n_iso - 2)
+    w = (pos - lo)[:, None, None]
+    theirs = gt[lo] * (1 - w) + gt[lo + 1] * w
+    np.savez(tmp_path / "s.npz", acquired=np.zeros((n_acq, 32, 32), np.float32), gt=gt.astype(np.float32),
+             iso_gt=gt.astype(np.float32), labels=labels, subsample=np.int64(factor))
+    cell = {"settings": {"seg_min_size": 8, "seg_z_margin": 10}, "seg_threshold": {"rule": "otsu"},
+            "seg": {"whole": {"input": 0.5, "iso_gt": 1.0}, "interior": {"input": 0.5, "iso_gt": 1.0}}}
+    r = peer_mod.score(cell, tmp_path / "s.npz", theirs)
+    assert r["psnr"]["gt"]["csbdeep"] > 33  # back on our grid, up to linear interpolation of a ball's edge
+    assert r["seg_threshold"]["rule"] == "otsu"  # the cell's rule, not a default
+    assert r["seg"]["interior"]["csbdeep"] > 0.9
+    assert r["gap_closed"]["whole"]["csbdeep"] == pytest.approx((r["seg"]["whole"]["csbdeep"] - 0.5) / 0.5)
+    # scored plane by plane without the alignment it would be worse
+    from isonet.metrics import psnr_affine
+
+    assert psnr_affine(theirs[:n_iso], gt) < r["psnr"]["gt"]["csbdeep"] - 10  # 20.9 vs 37.0 dB
