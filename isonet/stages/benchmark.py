@@ -175,8 +175,9 @@ def benchmark_table_stage(cell_jsons, out_md, notes: str | None = None, tuned=No
         ]
     if cells:
         total = sum(c.get("timing", {}).get("total", 0.0) for c in cells)
-        header += [f"Compute: {len(cells)} cells, {total / 60:.0f} min of cell time in total "
-                   f"({cells[0].get('threads', '?')} thread(s) per cell job).", ""]
+        cpu = sum(c.get("timing", {}).get("cpu_total", 0.0) for c in cells)
+        header += [f"Compute: {len(cells)} cells, {total / 60:.0f} min of cell wall time in total, "
+                   f"{cpu / 60:.0f} min of CPU time ({cells[0].get('threads', '?')} thread(s) per cell job).", ""]
     text = "\n".join(header) + table_markdown(records, notes=notes or "")
     write_text(out_md, text)
     logger.info("benchmark-table: %d cells, %d peer results -> %s", len(cells), len(peers), out_md)
