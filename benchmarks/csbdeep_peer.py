@@ -97,6 +97,8 @@ def worker(stack_npz, out_npz, budget_s: float, n_patches: int, patch_size: int,
 
         def on_train_batch_end(self, batch, logs=None):
             self.steps += 1
+            if self.steps == 1:  # includes tracing the graph: a cost isonet (eager PyTorch) does not pay
+                self.first_step_s = time.perf_counter() - self.t0
             if time.perf_counter() - self.t0 >= budget_s:
                 self.model.stop_training = True
 
@@ -112,7 +114,8 @@ def worker(stack_npz, out_npz, budget_s: float, n_patches: int, patch_size: int,
         restored = model.predict(acquired, axes="ZYX", factor=factor)
         t_predict = time.perf_counter() - t0
     val_loss = [float(v) for v in history.history.get("val_loss", [])]
-    np.savez(out_npz, restored=restored.astype(np.float32), train_s=t_train, train_cpu_s=cpu_train, predict_s=t_predict, data_s=t_data,
+    np.savez(out_npz, restored=restored.astype(np.float32), train_s=t_train, train_cpu_s=cpu_train,
+             first_step_s=getattr(budget, "first_step_s", float("nan")), predict_s=t_predict, data_s=t_data,
              steps=budget.steps, epochs=len(val_loss), val_loss=np.asarray(val_loss), n_train=len(X))
 
 
@@ -167,7 +170,7 @@ def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, thre
         wall = time.perf_counter() - t0
         with np.load(pred_npz) as z:
             restored = z["restored"]
-            facts = {k: float(z[k]) for k in ("train_s", "train_cpu_s", "predict_s", "data_s")}
+            facts = {k: float(z[k]) for k in ("train_s", "train_cpu_s", "first_step_s", "predict_s", "data_s")}
             facts.update(steps=int(z["steps"]), epochs=int(z["epochs"]), n_train_patches=int(z["n_train"]),
                          best_val_mae=float(np.min(z["val_loss"])) if z["val_loss"].size else None)
     result = {
