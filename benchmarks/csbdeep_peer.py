@@ -152,6 +152,7 @@ def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, thre
              peer_python=DEFAULT_PEER_PYTHON, steps_per_epoch: int = 10, keep_npz=None) -> dict:
     """Train and apply the peer on one cell's stack; write and return its per-stack JSON."""
     cell = json.loads(Path(cell_json).read_text())
+    budget_from = "--budget-s" if budget_s is not None else MATCH_METHOD
     if budget_s is None:
         budget_s = float(cell["training"][MATCH_METHOD]["train_s"])
     threads = int(threads or cell.get("threads") or 1)
@@ -178,7 +179,9 @@ def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, thre
         "method": "CSBDeep IsotropicCARE (csbdeep 0.8.2)",
         "phantom": cell["phantom"], "psf": cell["psf"], "stack": cell["stack"], "seed": cell["seed"],
         "threads": threads,
-        "training": {"budget_s": round(budget_s, 1), "matched_to": MATCH_METHOD, "steps_per_epoch": steps_per_epoch,
+        "training": {"budget_s": round(budget_s, 1), "budget_from": budget_from,
+                     "isonet_train_s": cell["training"].get(MATCH_METHOD, {}).get("train_s"),
+                     "steps_per_epoch": steps_per_epoch,
                      "batch_size": 16, "patch_size": s["patch_size"], "n_patches": s["n_patches"],
                      **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in facts.items()}},
         "z_grid": "resampled linearly from n_acq*factor corner-aligned planes onto isonet's grid",

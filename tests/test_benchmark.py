@@ -154,7 +154,7 @@ def peer(phantom, psf, stack, psnr, seg=None, rule="intermodes"):
     return {"peer": "csbdeep", "phantom": phantom, "psf": psf, "stack": stack,
             "psnr": {"iso_gt": {"csbdeep": psnr}, "gt": {"csbdeep": psnr - 5}}, "seg": seg,
             "seg_threshold": {"rule": rule} if seg else None,
-            "training": {"budget_s": 60.0, "train_s": 61.0}}
+            "training": {"budget_s": 60.0, "budget_from": "isonet2_full", "train_s": 61.0}}
 
 
 def test_table_bolds_the_best_mean_and_has_the_peer_column(tmp_path):
@@ -203,6 +203,7 @@ def test_table_bolds_the_best_mean_and_has_the_peer_column(tmp_path):
     text = benchmark_table_stage(paths, tmp_path / "table1.md", notes="note")
     assert (tmp_path / "table1.md").read_text() == text and text.rstrip().endswith("note")
     assert "psnr_affine" in text and "Peer: CSBDeep IsotropicCARE" in text and "budgets 60 s, used 61 s" in text
+    assert "the wall time IsoNet-2 full trained on the same stack" in text
 
 
 def test_table_rejects_old_seg_format():

@@ -146,7 +146,8 @@ def benchmark_table_stage(cell_jsons, out_md, notes: str | None = None, tuned=No
             f"{s.get('train_steps')} optimiser steps for every network (taken: {', '.join(map(str, steps)) or '?'}), "
             f"batch {s.get('batch_size')}; {hp}"
             + (f" (from {Path(first['hyper_source']).name})" if first.get("hyper_source") else " (untuned)") + ". "
-            f"SEG: threshold rule {s.get('seg_threshold')}, interior = nuclei whose GT centroid is at least "
+            f"SEG: threshold rule asked for {s.get('seg_threshold')} (the rule used is below the SEG tables), "
+            f"interior = nuclei whose GT centroid is at least "
             f"{s.get('seg_z_margin')} planes from both z-ends.",
             "",
         ]
@@ -166,9 +167,12 @@ def benchmark_table_stage(cell_jsons, out_md, notes: str | None = None, tuned=No
     if peers:
         budgets = [p.get("training", {}).get("budget_s") for p in peers]
         used = [p.get("training", {}).get("train_s") for p in peers]
+        matched = all(p.get("training", {}).get("budget_from") == "isonet2_full" for p in peers)
+        how = ("the wall time IsoNet-2 full trained on the same stack on the same machine" if matched
+               else "a wall-time budget given by hand (--budget-s), not matched to IsoNet-2")
         header += [
-            f"Peer: CSBDeep IsotropicCARE (`benchmarks/csbdeep_peer.py`) on the same stacks, trained for the "
-            f"wall time IsoNet-2 full took on the same machine (budgets {_span(budgets)} s, used {_span(used)} s); "
+            f"Peer: CSBDeep IsotropicCARE (`benchmarks/csbdeep_peer.py`) on the same stacks, trained for "
+            f"{how} (budgets {_span(budgets)} s, used {_span(used)} s); "
             "its output (n·σ planes spanning the acquired planes corner to corner) is resampled linearly "
             "along z onto our grid before scoring (`isonet.benchmark.resample_corner_aligned_z`).",
             "",
@@ -178,7 +182,7 @@ def benchmark_table_stage(cell_jsons, out_md, notes: str | None = None, tuned=No
         cpu = sum(c.get("timing", {}).get("cpu_total", 0.0) for c in cells)
         header += [f"Compute: {len(cells)} cells, {total / 60:.0f} min of cell wall time in total, "
                    f"{cpu / 60:.0f} min of CPU time ({cells[0].get('threads', '?')} thread(s) per cell job).", ""]
-    text = "\n".join(header) + table_markdown(records, notes=notes or "")
+    text = "\n".join(header) + "\n" + table_markdown(records, notes=notes or "")
     write_text(out_md, text)
     logger.info("benchmark-table: %d cells, %d peer results -> %s", len(cells), len(peers), out_md)
     return text
