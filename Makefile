@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test slurm-test install clean
+.PHONY: demo test slurm-test install clean peer-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: $(STAMP)
 # apt-get when missing (root), starts the daemons, runs the tiny config through profiles/slurm.
 slurm-test: $(STAMP)
 	ISONET_SLURM_TEST=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -s -rs tests/slurm
+
+# CSBDeep's IsotropicCARE for benchmarks/csbdeep_peer.py, in a venv of its own (.venv-peer,
+# git-ignored); never a dependency of isonet.
+PEER_VENV := .venv-peer
+$(PEER_VENV)/.installed: benchmarks/peer/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet -r benchmarks/peer/requirements.txt
+	touch $(PEER_VENV)/.installed
+
+peer-venv: $(PEER_VENV)/.installed
 
 clean:
 	rm -rf results resources logs .snakemake

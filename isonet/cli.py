@@ -183,11 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stack", type=int, default=0)
     s.add_argument("--settings", type=_json, default=None, help="JSON dict of isonet.benchmark.CellSettings")
     s.add_argument("--threads", type=_positive_int, default=None)
+    s.add_argument("--tuned", default=None, help="benchmark-tune JSON: its chosen learning rates and dropouts")
+    s.add_argument("--stack-npz", default=None, help="also write the simulated stack here (for a peer method)")
 
-    s = sub.add_parser("benchmark-table", help="benchmark cell JSONs -> Table 1 (markdown)")
+    s = sub.add_parser("benchmark-tune", help="learning rate and dropout per architecture on a validation stack -> JSON")
+    s.add_argument("out_json")
+    s.add_argument("--phantom", required=True, choices=["nuclei", "membranes", "both"])
+    s.add_argument("--psf-name", required=True, help="name of the PSF in the table")
+    s.add_argument("--psf-kind", required=True)
+    s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
+    s.add_argument("--grid", type=_json, required=True, help='JSON {"learning_rate": [...], "dropout": [...]}')
+    s.add_argument("--settings", type=_json, default=None, help="JSON dict of isonet.benchmark.CellSettings")
+    s.add_argument("--threads", type=int, default=None)
+
+    s = sub.add_parser("benchmark-table", help="benchmark cell (and peer) JSONs -> Table 1 (markdown)")
     s.add_argument("cell_jsons", nargs="+")
     s.add_argument("--out-md", required=True)
     s.add_argument("--notes", default=None, help="markdown file appended to the table")
+    s.add_argument("--tuned", default=None, help="benchmark-tune JSON, described in the header")
 
     s = sub.add_parser("segment", help="nuclei segmentation (intermodes + EDT watershed)")
     s.add_argument("image_zarr")
@@ -291,14 +304,19 @@ def run(args: argparse.Namespace):
         from isonet.stages.benchmark import benchmark_cell_stage
 
         return benchmark_cell_stage(args.out_json, args.phantom, args.psf_name, args.psf_kind, args.psf_params,
-                                    args.stack, args.settings, args.threads)
+                                    args.stack, args.settings, args.threads, args.tuned, args.stack_npz)
+    if c == "benchmark-tune":
+        from isonet.stages.benchmark import benchmark_tune_stage
+
+        return benchmark_tune_stage(args.out_json, args.phantom, args.psf_name, args.psf_kind, args.psf_params,
+                                    args.grid, args.settings, args.threads)
     if c == "benchmark-table":
         from pathlib import Path
 
         from isonet.stages.benchmark import benchmark_table_stage
 
         notes = Path(args.notes).read_text() if args.notes else None
-        return benchmark_table_stage(args.cell_jsons, args.out_md, notes)
+        return benchmark_table_stage(args.cell_jsons, args.out_md, notes, args.tuned)
     if c == "segment":
         from isonet.stages.segment import segment_stage
 

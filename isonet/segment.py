@@ -138,6 +138,47 @@ def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple
     return float(threshold_otsu(np.asarray(volume))), "otsu"
 
 
+#: threshold rules of :func:`threshold_by_rule`
+SEG_THRESHOLD_RULES = ("intermodes", "otsu")
+
+
+def threshold_by_rule(volume: np.ndarray, rule: str) -> float:
+    """The global threshold of ``volume`` by exactly one rule, never another.
+
+    Unlike :func:`global_threshold` there is no fallback: where ``rule`` is ``"intermodes"`` and
+    the histogram has no two modes this raises, so that a caller comparing several volumes can
+    choose one rule for all of them.
+
+    Parameters
+    ----------
+    volume : ndarray
+    rule : {"intermodes", "otsu"}
+
+    Returns
+    -------
+    threshold : float
+
+    Raises
+    ------
+    InputError
+        Unknown rule, or Intermodes undefined on this histogram.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.concatenate([rng.normal(50, 8, 5000), rng.normal(200, 8, 5000)])
+    >>> [bool(60 < threshold_by_rule(v, r) < 190) for r in SEG_THRESHOLD_RULES]  # between the modes
+    [True, True]
+    """
+    if rule == "intermodes":
+        return threshold_intermodes(volume)
+    if rule == "otsu":
+        from skimage.filters import threshold_otsu
+
+        return float(threshold_otsu(np.asarray(volume)))
+    raise InputError(f"threshold rule {rule!r} is unknown; valid: {', '.join(SEG_THRESHOLD_RULES)}")
+
+
 def segment_nuclei(
     volume: np.ndarray,
     threshold: float | None = None,
