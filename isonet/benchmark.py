@@ -39,6 +39,7 @@ from isonet.degrade import upsampled_length
 from isonet.errors import InputError
 from isonet.metrics import psnr_affine, seg_score
 from isonet.nets import build_network, halo_for
+from isonet.camera import Camera
 from isonet.patches import fit_normalization, sample_training_pairs
 from isonet.predict import prepare_model, resolve_precision, restore_volume
 from isonet.segment import segment_nuclei
@@ -93,7 +94,7 @@ class CellSettings:
     #: IsoNet-1 / SRCNN settings; None = as for IsoNet-2 (at 5e-3 IsoNet-1's output ReLU can die)
     isonet1_learning_rate: float | None = 1e-3
     isonet1_dropout: float | None = 0.0
-    #: add the acquisition's camera noise to the training inputs (:func:`add_camera_noise`)
+    #: put the simulated camera's noise on the acquired samples of the training inputs
     training_noise: bool = True
     seg_min_distance: int = 5
     seg_min_size: int = 64
@@ -141,13 +142,6 @@ def stack_seed(phantom: str, psf_name: str, stack: int, seed: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
-def add_camera_noise(X: np.ndarray, norm, offset: float, read_noise: float, seed: int) -> np.ndarray:
-    """:func:`isonet.patches.add_camera_noise` with gain 1 (the simulated camera's)."""
-    from .patches import add_camera_noise as _add
-
-    return _add(X, norm, offset, read_noise, 1.0, seed)
-
-
 def train_and_restore(
     acquired: np.ndarray,
     kernel: np.ndarray,
@@ -163,11 +157,11 @@ def train_and_restore(
     norm = fit_normalization(acquired, *s.norm_percentiles)
     planes = [norm.apply(p) for p in acquired]
     threshold = float(np.percentile(np.stack(planes), s.foreground_percentile))
-    X, Y = sample_training_pairs(
-        planes, kernel, s.subsample, s.n_patches, s.patch_size, threshold, s.foreground_fraction, seed=seed
+    camera = Camera(1.0, s.offset, s.read_noise, "synthetic") if s.training_noise else None
+    pairs = sample_training_pairs(
+        planes, kernel, s.subsample, s.n_patches, s.patch_size, threshold, s.foreground_fraction, seed=seed,
+        camera=camera, norm=norm,
     )
-    if s.training_noise:
-        X = add_camera_noise(X, norm, s.offset, s.read_noise, seed)
     flips = psf_models.commuting_flips(kernel) if kernel.size > 1 else (0, 1)
     lr, dropout = s.learning_rate, s.dropout
     if architecture == "isonet1":
@@ -178,9 +172,9 @@ def train_and_restore(
         validation_fraction=s.validation_fraction, flip_axes=flips, seed=seed, device=s.device,
         precision=s.precision,
     )
-    net = build_network(architecture, dropout=dropout)
+    net = build_network(architecture, dropout=dropout, seed=seed)
     t0 = time.perf_counter()
-    state = fit(net, X, Y, config, log=lambda m: None)
+    state = fit(net, pairs, pairs.targets, config, log=lambda m: None)
     t_train = time.perf_counter() - t0
     net.load_state_dict(state.best_model)
     device = torch.device(s.device)
