@@ -301,6 +301,10 @@ def camera_arg(wildcards):
     return f"--camera {quoted_json(camera) if isinstance(camera, dict) else camera}"
 
 
+def tta_arg(wildcards):
+    return "--tta" if sample_settings(wildcards.sample, "predict")["tta"] else ""
+
+
 def sample_input(wildcards):
     if is_synthetic(wildcards.sample):
         return f"resources/synthetic/{wildcards.sample}/acquired.tif"

@@ -24,7 +24,7 @@ rule predict:
             sample_settings(wildcards.sample, "predict")["block"]
         ),
         subsample=subsample_arg,
-        tta=lambda wildcards: "--tta" if sample_settings(wildcards.sample, "predict")["tta"] else "",
+        tta=tta_arg,
     shell:
         "isonet predict {input.zarr:q} {input.model:q} {output:q} --chunks {params.chunks}"
         " --block {params.block} --combine {params.c[combine]} --batch-size {params.c[batch_size]}"
