@@ -40,3 +40,16 @@ def test_robust_variance_ignores_outliers_and_rounding():
     r = np.random.default_rng(0).normal(0, 1.0, 100_000)
     r[:500] = 50.0
     assert robust_variance(np.rint(r * 2)) / 4 == pytest.approx(1.0 + 1 / 48, rel=0.03)
+
+
+def test_camera_setting_of_the_patches_stage():
+    from isonet.errors import InputError
+    from isonet.stages.patches import resolve_camera
+
+    planes = list(_poisson_gaussian(1.0, 100.0, 2.0, seed=1, shape=(2, 128, 128)))
+    assert resolve_camera("none", planes, "x.zarr") is None
+    assert resolve_camera("auto", planes, "x.zarr").source == "estimated"
+    given = resolve_camera({"offset": 90, "read_noise": 1.5}, planes, "x.zarr")
+    assert given == Camera(1.0, 90.0, 1.5, "config")
+    with pytest.raises(InputError, match="x.zarr: patches.camera"):
+        resolve_camera({"gain": 2}, planes, "x.zarr")
