@@ -209,6 +209,13 @@ def table(records: list[dict]) -> str:
         out.append(f"| {name} | {len(rs)} | {ms('psnr_gt')} | {ms('psnr_iso_gt')} | {ms('seg_interior', 3)} | "
                    f"{100 * gap.mean():.0f} ± {100 * (gap.std(ddof=1) if len(gap) > 1 else 0):.0f} % | "
                    f"{ms('train_s', 0)} | {ms('predict_s', 0)} |")
+    for r in records:
+        if "tta_psnr_gt" in r:
+            out.append("")
+            out.append(f"TTA ({r['row']}, seed {r['seed']}): PSNR vs GT {r['tta_psnr_gt']:.2f} dB (without: "
+                       f"{r['psnr_gt']:.2f}), vs iso-GT {r['tta_psnr_iso_gt']:.2f} ({r['psnr_iso_gt']:.2f}), SEG "
+                       f"interior {r['tta_seg_interior']:.3f} ({r['seg_interior']:.3f}); prediction "
+                       f"{r['tta_predict_s']:.0f} s (without: {r['predict_s']:.0f} s)")
     r0 = records[0]
     out.append("")
     out.append(f"cubic: PSNR vs GT {np.mean([r['cubic_psnr_gt'] for r in records]):.2f} dB; SEG interior: input "
