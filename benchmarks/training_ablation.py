@@ -1,6 +1,6 @@
 """Ablation of the training path (issue 7): each change measured on the same stacks and seeds.
 
-Usage: nice python benchmarks/training_ablation.py OUT.json ROW [ROW ...] [--seeds 0,1,2]
+Usage: nice python benchmarks/training_ablation.py OUT.json ROW [ROW ...] [--seeds 0,1,2] [--threads 1] [--no-tta]
        python benchmarks/training_ablation.py --table OUT.json [OUT2.json ...]
 
 Nuclei phantom 128x136x136 (32 acquired planes; 136 leaves room for 128² patches), gaussian PSF sigma 2/8, σ = 4, the benchmark's
@@ -165,8 +165,10 @@ def train_restore(acq, kernel, flips, seed, settings, steps=STEPS):
     return restored, info, extra
 
 
-def run(row: str, seed: int, steps: int = STEPS) -> dict:
+def run(row: str, seed: int, steps: int = STEPS, tta: bool = True) -> dict:
     settings = row_settings(row)
+    if not tta:
+        settings = {**settings, "tta": False}
     ds, kernel, flips = make_stack(seed)
     acq = ds.acquired.astype(np.float32)
     n = (acq.shape[0] - 1) * FACTOR + 1
@@ -235,13 +237,21 @@ def main(argv):
         i = argv.index("--seeds")
         seeds = [int(s) for s in argv[i + 1].split(",")]
         argv = argv[:i] + argv[i + 2:]
+    threads = 1
+    if "--threads" in argv:
+        i = argv.index("--threads")
+        threads = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+    no_tta = "--no-tta" in argv
+    argv = [a for a in argv if a != "--no-tta"]
     out, rows = Path(argv[0]), argv[1:]
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     for row in rows:
         for seed in seeds:
             t0 = time.perf_counter()
-            rec = run(row, seed)
+            rec = run(row, seed, tta=not no_tta)
             rec["wall_s"] = round(time.perf_counter() - t0, 1)
+            rec["threads"] = threads
             records = json.loads(out.read_text()) if out.exists() else []
             records.append(rec)
             out.write_text(json.dumps(records, indent=1))
