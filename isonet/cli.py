@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_npz")
     s.add_argument("--subsample", type=_opt_int, default=None)
     s.add_argument("--n-patches", type=int, default=4000)
-    s.add_argument("--patch-size", type=int, default=128)
+    s.add_argument("--patch-size", type=int, default=64)
     s.add_argument("--foreground-percentile", type=float, default=90.0)
     s.add_argument("--foreground-fraction", type=float, default=0.8)
     s.add_argument("--norm-percentiles", type=float, nargs=2, default=[1.0, 99.8])

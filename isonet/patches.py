@@ -180,7 +180,7 @@ def sample_training_pairs(
     kernel: np.ndarray,
     factor: int,
     n_patches: int,
-    patch_size: int = 128,
+    patch_size: int = 64,
     foreground_threshold: float | None = None,
     foreground_fraction: float = 0.8,
     both_lateral_axes: bool = True,

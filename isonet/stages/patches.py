@@ -35,7 +35,7 @@ def patches_stage(
     out_npz,
     subsample: int | None = None,
     n_patches: int = 4000,
-    patch_size: int = 128,
+    patch_size: int = 64,
     foreground_percentile: float = 90.0,
     foreground_fraction: float = 0.8,
     norm_percentiles=(1.0, 99.8),
