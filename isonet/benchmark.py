@@ -48,11 +48,12 @@ from isonet.degrade import upsampled_length
 from isonet.errors import InputError
 from isonet.metrics import interior_label_ids, psnr_affine, seg_score
 from isonet.nets import build_network, halo_for
+from isonet.camera import Camera
 from isonet.patches import fit_normalization, sample_training_pairs
 from isonet.predict import prepare_model, resolve_precision, restore_volume
 from isonet.segment import SEG_THRESHOLD_RULES, segment_nuclei, threshold_by_rule
 from isonet.synthetic import PHANTOM_KINDS, make_dataset
-from isonet.train import TrainConfig, fit, split_validation
+from isonet.train import TrainConfig, fit
 
 METHODS = ("cubic", "rl", "srcnn", "isonet1_full", "isonet1_split", "isonet2_full", "isonet2_split")
 #: methods run outside isonet whose per-stack JSONs the table merges (``benchmarks/csbdeep_peer.py``)
@@ -106,14 +107,14 @@ class CellSettings:
     foreground_percentile: float = 90.0
     foreground_fraction: float = 0.8
     norm_percentiles: tuple[float, float] = (1.0, 99.8)
-    #: optimiser steps of every network (the same budget for every IsoNet variant and SRCNN);
-    #: whole epochs are run, so the steps taken are this rounded up to a whole epoch (recorded)
+    #: optimiser steps of every network (the same budget for every IsoNet variant and SRCNN;
+    #: the last epoch may end part-way, and the steps taken are recorded)
     train_steps: int = 400
     batch_size: int = 16
     validation_fraction: float = 0.1
     #: learning rate and dropout per architecture; the output of :func:`tune_networks`
     hyper: dict = field(default_factory=_default_hyper)
-    #: add the acquisition's camera noise to the training inputs (:func:`add_camera_noise`)
+    #: add the acquisition's camera noise to the training inputs on the acquired samples (:class:`isonet.patches.TrainingPairs`)
     training_noise: bool = True
     #: the one threshold rule of every segmentation in a cell (see :func:`segment_volumes`)
     seg_threshold: str = "intermodes"
@@ -183,27 +184,6 @@ def stack_seed(phantom: str, psf_name: str, stack: int | str, seed: int = 0) -> 
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
-def add_camera_noise(X: np.ndarray, norm, offset: float, read_noise: float, seed: int) -> np.ndarray:
-    """:func:`isonet.patches.add_camera_noise` with gain 1 (the simulated camera's)."""
-    from .patches import add_camera_noise as _add
-
-    return _add(X, norm, offset, read_noise, 1.0, seed)
-
-
-def epochs_for_steps(n_patches: int, validation_fraction: float, batch_size: int, steps: int) -> tuple[int, int]:
-    """Whole epochs that give at least ``steps`` optimiser steps, and the steps they give.
-
-    Examples
-    --------
-    >>> epochs_for_steps(1024, 0.1, 16, 400)  # 922 training patches: 58 steps an epoch
-    (7, 406)
-    """
-    n_train = len(split_validation(int(n_patches), float(validation_fraction), 0)[0])
-    per_epoch = -(-n_train // int(batch_size))
-    epochs = max(1, -(-int(steps) // per_epoch))
-    return epochs, epochs * per_epoch
-
-
 def train_and_restore(
     acquired: np.ndarray,
     kernel: np.ndarray,
@@ -215,7 +195,7 @@ def train_and_restore(
 ) -> tuple[np.ndarray, dict]:
     """Self-supervised IsoNet on one stack: patches from its lateral planes, train, restore.
 
-    Trains for ``s.train_steps`` optimiser steps (rounded up to whole epochs) with the learning
+    Trains for ``s.train_steps`` optimiser steps with the learning
     rate and dropout of ``hyper`` (default ``s.hyper[architecture]``); the best validation epoch
     restores the stack. Returns the restored volume (isotropic grid, acquisition units) and
     training facts (the hyperparameters and steps used, times, validation PSNRs).
@@ -224,21 +204,20 @@ def train_and_restore(
     norm = fit_normalization(acquired, *s.norm_percentiles)
     planes = [norm.apply(p) for p in acquired]
     threshold = float(np.percentile(np.stack(planes), s.foreground_percentile))
-    X, Y = sample_training_pairs(
-        planes, kernel, s.subsample, s.n_patches, s.patch_size, threshold, s.foreground_fraction, seed=seed
+    camera = Camera(1.0, s.offset, s.read_noise, "synthetic") if s.training_noise else None
+    pairs = sample_training_pairs(
+        planes, kernel, s.subsample, s.n_patches, s.patch_size, threshold, s.foreground_fraction, seed=seed,
+        camera=camera, norm=norm,
     )
-    if s.training_noise:
-        X = add_camera_noise(X, norm, s.offset, s.read_noise, seed)
     flips = psf_models.commuting_flips(kernel) if kernel.size > 1 else (0, 1)
-    epochs, steps = epochs_for_steps(len(X), s.validation_fraction, s.batch_size, s.train_steps)
     config = TrainConfig(
-        epochs=epochs, batch_size=s.batch_size, learning_rate=float(hp["learning_rate"]),
+        steps=int(s.train_steps), batch_size=s.batch_size, learning_rate=float(hp["learning_rate"]),
         validation_fraction=s.validation_fraction, flip_axes=flips, seed=seed, device=s.device,
         precision=s.precision,
     )
     net = build_network(architecture, dropout=float(hp["dropout"]), seed=seed)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    state = fit(net, X, Y, config, log=lambda m: None)
+    state = fit(net, pairs, pairs.targets, config, log=lambda m: None)
     t_train, cpu_train = time.perf_counter() - t0, time.process_time() - cpu0
     net.load_state_dict(state.best_model)
     device = torch.device(s.device)
@@ -250,15 +229,15 @@ def train_and_restore(
     info = {
         "learning_rate": float(hp["learning_rate"]),
         "dropout": float(hp["dropout"]),
-        "steps": int(steps),
-        "epochs": int(epochs),
+        "steps": int(state.step),
+        "epochs": int(state.epoch),
         "best_val_psnr": -float(state.best_val_loss),
         "first_val_psnr": -float(state.history[0]["val_loss"]),
         "train_s": round(t_train, 1),
         "train_cpu_s": round(cpu_train, 1),
         "predict_s": round(t_predict, 1),
     }
-    log(f"{architecture} lr {hp['learning_rate']:g} dropout {hp['dropout']:g}, {steps} steps: val PSNR "
+    log(f"{architecture} lr {hp['learning_rate']:g} dropout {hp['dropout']:g}, {state.step} steps: val PSNR "
         f"{info['first_val_psnr']:.2f} -> {info['best_val_psnr']:.2f} dB, train {t_train:.0f} s, "
         f"predict {t_predict:.0f} s")
     return restored, info

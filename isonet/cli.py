@@ -27,6 +27,10 @@ def _opt_int(text: str):
     return None if text in ("", "none", "None", "null") else int(text)
 
 
+def _camera(text: str):
+    return text if text in ("auto", "none") else _json(text)
+
+
 def _opt_float(text: str):
     return None if text in ("", "none", "None", "null") else float(text)
 
@@ -107,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--norm-percentiles", type=float, nargs=2, default=[1.0, 99.8])
     s.add_argument("--max-planes", type=_positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--camera-noise", type=_json, default=None,
-                   help='JSON {"offset": counts, "read_noise": counts, "gain": counts/photon} to add to the inputs')
+    s.add_argument("--camera", type=_camera, default="auto",
+                   help='the camera\'s noise, put on the training inputs: auto (estimated from the volume), none, '
+                        'or JSON {"offset": counts, "read_noise": counts, "gain": counts/photon}')
+    s.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of the lateral planes held out for validation")
 
     s = sub.add_parser("train", help="train the network on the patches")
     s.add_argument("patches_npz")
@@ -118,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None)
     s.add_argument("--model", default="isonet2")
     s.add_argument("--epochs", type=_positive_int, default=10)
+    s.add_argument("--steps", type=_opt_int, default=None, help="optimiser steps (replaces --epochs)")
+    s.add_argument("--minutes", type=_opt_float, default=None, help="stop after this many minutes of training")
     s.add_argument("--batch-size", type=_positive_int, default=16)
     s.add_argument("--learning-rate", type=_positive_float, default=5e-3)
     s.add_argument("--validation-fraction", type=_fraction, default=0.1)
@@ -138,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunks", type=_positive_int, nargs=3, default=[64, 128, 128])
     s.add_argument("--block", type=_positive_int, nargs=3, default=[128, 256, 256])
     s.add_argument("--combine", default="mean", choices=["mean", "geometric"])
+    s.add_argument("--tta", action="store_true",
+                   help="average over the slice flips that commute with the PSF (test-time augmentation)")
     s.add_argument("--batch-size", type=_positive_int, default=8)
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -265,20 +276,21 @@ def run(args: argparse.Namespace):
 
         return patches_stage(args.input_zarr, args.psf_npz, args.out_npz, args.subsample, args.n_patches,
                              args.patch_size, args.foreground_percentile, args.foreground_fraction,
-                             tuple(args.norm_percentiles), args.max_planes, args.seed, args.camera_noise)
+                             tuple(args.norm_percentiles), args.max_planes, args.seed, args.camera,
+                             args.validation_fraction)
     if c == "train":
         from isonet.stages.train import train_stage
 
         return train_stage(args.patches_npz, args.psf_json, args.model_out, args.curve_tsv, args.checkpoint, args.model,
-                           args.epochs, args.batch_size, args.learning_rate, args.validation_fraction, args.dropout,
-                           args.device, args.precision, args.seed, args.threads, args.lr_patience,
-                           args.warmup_steps)
+                           args.epochs, args.steps, args.minutes, args.batch_size, args.learning_rate,
+                           args.validation_fraction, args.dropout, args.device, args.precision, args.seed,
+                           args.threads, args.lr_patience, args.warmup_steps)
     if c == "predict":
         from isonet.stages.predict import predict_stage
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
                              args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample)
+                             subsample=args.subsample, tta=args.tta)
     if c == "stitch":
         from isonet.stages.stitch import stitch_stage
 

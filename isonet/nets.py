@@ -64,14 +64,16 @@ class IsoNet2(nn.Module):
 
     16@7×7 → pool2 → 32@7×7 → pool2 → 64@7×7 → up2 → 32@7×7 → up2 → 16@7×7 → 1@1×1, ReLU after
     every 7×7 convolution, dropout after each of them, skip connections by concatenation, and the
-    output added to the input (the network predicts the residual).
+    output added to the input (the network predicts the residual). With ``zero_init`` the
+    output layer starts at zero, so the untrained network returns its input (the cubic
+    upsampling) and training starts from there.
     """
 
     # 7×7 convs at scales 1, 2, 4, 2, 1 (radius 3 each, scaled) plus the pooling/upsampling offsets.
     receptive_radius = 3 + 1 + 6 + 2 + 12 + 2 + 6 + 1 + 3
     size_multiple = 4
 
-    def __init__(self, dropout: float = 0.2, kernel: int = 7, base: int = 16):
+    def __init__(self, dropout: float = 0.2, kernel: int = 7, base: int = 16, zero_init: bool = True):
         super().__init__()
         self.down0 = _ConvBlock(1, base, kernel, dropout)
         self.down1 = _ConvBlock(base, 2 * base, kernel, dropout)
@@ -81,6 +83,9 @@ class IsoNet2(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.out = nn.Conv2d(base, 1, 1)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = self.down0(x)
@@ -91,12 +96,12 @@ class IsoNet2(nn.Module):
         return x + self.out(u0)
 
 
-def build_network(name: str, dropout: float = 0.2, seed: int | None = None) -> nn.Module:
+def build_network(name: str, dropout: float = 0.2, seed: int | None = None, zero_init: bool = True) -> nn.Module:
     """Build an untrained network by its config name (``isonet2`` or ``isonet1``).
 
-    With ``seed`` the initial weights are drawn from torch's generator seeded with it (and the
-    generator's state is restored afterwards), so the same seed gives the same network in any
-    process; without it they come from the global generator, which torch seeds at random.
+    ``seed`` makes the initial weights a function of the seed alone (drawn under a forked torch
+    random state, so the global one is left as it was). ``zero_init`` starts IsoNet-2's residual
+    output at zero (the network then begins as the identity).
 
     Examples
     --------
@@ -111,11 +116,12 @@ def build_network(name: str, dropout: float = 0.2, seed: int | None = None) -> n
             torch.manual_seed(seed)
             return build_network(name, dropout)
     key = str(name).lower().replace("-", "").replace("_", "")
-    if key == "isonet2":
-        return IsoNet2(dropout=dropout)
-    if key == "isonet1":
-        return IsoNet1(dropout=dropout)
-    raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if key not in ("isonet2", "isonet1"):
+        raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        return IsoNet2(dropout=dropout, zero_init=zero_init) if key == "isonet2" else IsoNet1(dropout=dropout)
 
 
 def halo_for(net: nn.Module, extra: int = 0) -> int:

@@ -1,9 +1,10 @@
 """Training pairs from the lateral planes of the volume being restored.
 
-A lateral (yx) plane is sharp. Blurring it with the PSF rotated into the plane (its axial profile
-along x), keeping every ``factor``-th column and upsampling back with the same cubic
-interpolation that later upsamples the volume along z gives a plane that looks like an axial
-slice; the network learns to map it back to the sharp plane.
+A lateral (yx) plane is sharp. Degrading it as the microscope degrades the axial axis gives a
+plane that looks like an axial slice, and the network learns to map it back to the sharp plane:
+blur with the PSF rotated into the plane (its axial profile along x), keep every ``factor``-th
+column (the acquired planes), add the camera's noise to those samples, and upsample back with
+the same cubic interpolation that later upsamples the volume along z.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .degrade import blur2d, subsample_upsample
+from .camera import Camera, add_camera_noise
+from .degrade import blur2d, reflect_indices, upsample_axis, upsampled_length
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ def fit_normalization(sample: np.ndarray, low: float = 1.0, high: float = 99.8) 
     return Normalization(float(lo), float(hi), (float(low), float(high)))
 
 
-def degrade_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (input, target) pair from a whole lateral plane.
+def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the microscope acquires of a lateral plane turned axial: blurred, every ``factor``-th column.
 
     Parameters
     ----------
@@ -75,12 +77,102 @@ def degrade_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int
 
     Returns
     -------
+    samples : ndarray (H, n), float32
+        The noise-free acquired columns ``phase, phase + factor, ...`` of the blurred plane.
+    target : ndarray (H, (n - 1) * factor + 1), float32
+        The plane's columns from ``phase`` on, aligned with the samples upsampled by ``factor``.
+    """
+    if not 0 <= phase < factor:
+        raise ValueError(f"phase must be in [0, {factor}), got {phase}")
+    samples = blur2d(plane, kernel)[:, phase::factor]
+    if samples.shape[1] < 2:
+        raise ValueError(f"plane of width {plane.shape[1]} is too narrow to subsample by {factor}")
+    width = upsampled_length(samples.shape[1], factor)
+    return np.ascontiguousarray(samples), np.asarray(plane[:, phase : phase + width], dtype=np.float32)
+
+
+def degrade_plane(
+    plane: np.ndarray,
+    kernel: np.ndarray,
+    factor: int,
+    phase: int,
+    camera: Camera | None = None,
+    norm: Normalization | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (input, target) pair from a whole lateral plane, degraded in acquisition order.
+
+    Blur with the training kernel, keep every ``factor``-th column (:func:`acquire_plane`), add
+    the camera's shot and read noise to those acquired samples, and upsample them back with the
+    cubic interpolation that upsamples the volume along z. The input then carries the noise of a
+    real axial slice: its variance depends on the distance to the nearest acquired plane and it
+    is correlated along the axial axis.
+
+    Parameters
+    ----------
+    plane, kernel, factor, phase
+        As in :func:`acquire_plane`.
+    camera : Camera, optional
+        Camera noise to add (None: noise-free).
+    norm : Normalization
+        The normalisation of ``plane`` (needed with ``camera``, to work in counts).
+    rng : numpy.random.Generator
+        Source of the noise (needed with ``camera``).
+
+    Returns
+    -------
     degraded, target : ndarray (H, W'), float32, aligned column for column.
     """
-    blurred = blur2d(plane, kernel)
-    degraded, start = subsample_upsample(blurred, factor, axis=1, phase=phase)
-    target = plane[:, start : start + degraded.shape[1]].astype(np.float32)
-    return degraded, target
+    samples, target = acquire_plane(plane, kernel, factor, phase)
+    if camera is not None:
+        samples = add_camera_noise(samples, camera, norm.low, norm.high, rng)
+    return upsample_axis(samples, factor, axis=1), target
+
+
+@dataclass
+class TrainingPairs:
+    """Patch pairs kept as noise-free acquired samples, degraded anew each time they are drawn.
+
+    Patch ``i``'s input is ``upsample(samples[i] + noise)[:, offsets[i] + factor :][:, :P]``:
+    the acquired samples cover the patch plus the taps the cubic interpolation needs (one
+    sample before, two after, mirrored at the plane's edges). :meth:`inputs` draws fresh camera
+    noise each call, so a network never sees the same noisy input twice.
+
+    Attributes
+    ----------
+    samples : ndarray (N, P, S), float32
+        Noise-free acquired samples (normalised), the axial axis last.
+    offsets : ndarray (N,), int
+        Position of each patch's first column after the first sample upsampled, minus ``factor``.
+    targets : ndarray (N, P, P), float32
+    factor : int
+    camera : Camera or None
+    norm : Normalization
+    """
+
+    samples: np.ndarray
+    offsets: np.ndarray
+    targets: np.ndarray
+    factor: int
+    camera: Camera | None
+    norm: Normalization
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def inputs(self, index, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Degraded inputs of the patches ``index`` (noise from ``rng``; noise-free without it)."""
+        samples = self.samples[index]
+        if self.camera is not None and rng is not None:
+            samples = add_camera_noise(samples, self.camera, self.norm.low, self.norm.high, rng)
+        up = upsample_axis(samples, self.factor, axis=-1)
+        size = self.targets.shape[-1]
+        cols = self.factor + np.asarray(self.offsets[index])[..., None] + np.arange(size)
+        return np.take_along_axis(up, cols[..., None, :], axis=-1)
+
+    def subset(self, index) -> TrainingPairs:
+        return TrainingPairs(self.samples[index], self.offsets[index], self.targets[index], self.factor,
+                             self.camera, self.norm)
 
 
 def sample_training_pairs(
@@ -93,15 +185,17 @@ def sample_training_pairs(
     foreground_fraction: float = 0.8,
     both_lateral_axes: bool = True,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sample ``n_patches`` (input, target) patches from lateral planes.
+    camera: Camera | None = None,
+    norm: Normalization | None = None,
+) -> TrainingPairs:
+    """Sample ``n_patches`` patch pairs from lateral planes, as noise-free acquired samples.
 
     Parameters
     ----------
     planes : sequence of ndarray (H, W)
         Normalised lateral planes of the volume.
     kernel, factor
-        As in :func:`degrade_plane`.
+        As in :func:`acquire_plane`.
     n_patches : int
         Number of patch pairs to return (spread evenly over the planes).
     patch_size : int
@@ -111,21 +205,29 @@ def sample_training_pairs(
     both_lateral_axes : bool
         Also use the plane transposed, so that y as well as x plays the axial axis.
     seed : int
+    camera : Camera, optional
+        The camera whose noise :meth:`TrainingPairs.inputs` adds (None: noise-free inputs).
+    norm : Normalization, optional
+        The normalisation of ``planes`` (needed with ``camera``).
 
     Returns
     -------
-    X, Y : ndarray (n_patches, patch_size, patch_size), float32. The axial axis is the last one.
+    TrainingPairs; inputs and targets are ``patch_size`` square with the axial axis last.
     """
     if patch_size % 4:
         raise ValueError(f"patch_size must be a multiple of 4, got {patch_size}")
+    if camera is not None and norm is None:
+        raise ValueError("camera noise needs the planes' normalisation (norm)")
     planes = list(planes)
     if not planes:
         raise ValueError("no planes to sample training patches from")
     rng = np.random.default_rng(seed)
     per_plane = np.full(len(planes), n_patches // len(planes))
     per_plane[rng.choice(len(planes), n_patches % len(planes), replace=False)] += 1
-    X = np.empty((n_patches, patch_size, patch_size), np.float32)
-    Y = np.empty_like(X)
+    width = (patch_size + factor - 2) // factor + 4
+    S = np.empty((n_patches, patch_size, width), np.float32)
+    Y = np.empty((n_patches, patch_size, patch_size), np.float32)
+    offsets = np.empty(n_patches, np.int64)
     i = 0
     for plane, count in zip(planes, per_plane):
         if count == 0:
@@ -136,50 +238,36 @@ def sample_training_pairs(
             )
         if both_lateral_axes and rng.random() < 0.5:
             plane = plane.T
-        degraded, target = degrade_plane(plane, kernel, factor, int(rng.integers(factor)))
-        h, w = target.shape
+        samples, target = acquire_plane(plane, kernel, factor, int(rng.integers(factor)))
         ys, xs = _patch_corners(target, count, patch_size, foreground_threshold, foreground_fraction, rng)
         for y0, x0 in zip(ys, xs):
-            X[i] = degraded[y0 : y0 + patch_size, x0 : x0 + patch_size]
+            k0, offsets[i] = divmod(int(x0), factor)
+            cols = reflect_indices(np.arange(k0 - 1, k0 - 1 + width), samples.shape[1])
+            S[i] = samples[y0 : y0 + patch_size, cols]
             Y[i] = target[y0 : y0 + patch_size, x0 : x0 + patch_size]
             i += 1
-    return X, Y
+    return TrainingPairs(S, offsets, Y, int(factor), camera, norm)
 
 
-def add_camera_noise(
-    X: np.ndarray, norm: Normalization, offset: float, read_noise: float, gain: float = 1.0, seed: int = 0
-) -> np.ndarray:
-    """Training inputs with the camera's shot and read noise added (normalised units).
+def split_planes(n_planes: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of training and held-out validation planes, the validation planes spread evenly.
 
-    Blurring a lateral plane averages its noise away, while a real axial slice carries the full
-    noise of every acquired plane; a network trained on smooth inputs sharpens that noise
-    instead of removing it. Each input pixel gets gaussian noise of the camera's variance at its
-    intensity, ``gain * (counts - offset) + read_noise**2`` (Poisson approximated by a gaussian),
-    as CSBDeep's ``anisotropic_distortions(poisson_noise=True, gauss_sigma=...)`` does.
-
-    Parameters
-    ----------
-    X : ndarray
-        Normalised training inputs.
-    norm : Normalization
-        The normalisation that produced ``X`` (to get back to camera counts).
-    offset, read_noise : float
-        Camera offset and read-noise standard deviation, in counts.
-    gain : float
-        Counts per detected photon.
+    No training patch comes from a validation plane, so the validation loss measures how the
+    network does on planes it has not seen (neighbouring planes still share structure through
+    the axial blur). At least one plane of each kind when ``validation_fraction > 0``.
 
     Examples
     --------
-    >>> X = np.full((2000, 4, 4), 0.5, np.float32)
-    >>> noisy = add_camera_noise(X, Normalization(100.0, 300.0), offset=100, read_noise=2, seed=0)
-    >>> round(float(noisy.std() * 200), 1)  # sqrt(100 + 4) counts
-    10.2
+    >>> train, val = split_planes(20, 0.1)
+    >>> val.tolist(), len(train)
+    ([5, 15], 18)
     """
-    scale = float(norm.high - norm.low)
-    signal = np.clip(norm.invert(X) - np.float32(offset), 0, None)
-    sigma = np.sqrt(np.float32(gain) * signal + np.float32(read_noise) ** 2) / np.float32(scale)
-    rng = np.random.default_rng(seed + 1)
-    return (X + sigma * rng.standard_normal(X.shape, dtype=np.float32)).astype(np.float32)
+    if n_planes < 2 and validation_fraction > 0:
+        raise ValueError(f"{n_planes} plane(s): too few to hold validation planes out; set validation_fraction 0")
+    n_val = min(n_planes - 1, max(1, int(round(n_planes * validation_fraction)))) if validation_fraction > 0 else 0
+    # centres of n_val equal shares of the stack, away from its ends
+    val = np.unique(((np.arange(n_val) + 0.5) * n_planes / max(n_val, 1)).astype(int))
+    return np.setdiff1d(np.arange(n_planes), val), val
 
 
 def _patch_corners(target, count, size, threshold, fraction, rng):

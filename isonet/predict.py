@@ -15,6 +15,7 @@ would see. Blocks must start on multiples of the network's size multiple (4 for 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -68,10 +69,15 @@ def predict_slices(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    tta: tuple[tuple[int, ...], ...] = (),
 ) -> np.ndarray:
     """Apply a 2D network to a stack of slices ``(N, H, W)``; returns float32 ``(N, H, W)``.
 
     Slices are padded on the far side (mirrored) to the network's size multiple and cropped back.
+    ``tta`` lists flips (tuples of slice axes: 0 lateral, 1 axial) to average over besides the
+    slice as it is (test-time augmentation); they are applied after padding, so a pixel keeps
+    its place on the pooling grid relative to the slice's end and block-wise inference stays
+    identical to whole-volume inference.
     ``precision="bf16"`` runs under bfloat16 autocast (results differ from fp32 by about 1e-2 of
     the normalised range; see benchmarks/precision.py).
     """
@@ -81,14 +87,24 @@ def predict_slices(
     ph, pw = (-h) % m, (-w) % m
     if ph or pw:
         slices = np.pad(slices, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
-    out = np.empty((n, h, w), np.float32)
+    out = np.zeros((n, h, w), np.float32)
     dtype = torch.bfloat16 if precision == "bf16" else None
+    variants = ((),) + tuple(tuple(f) for f in tta if tuple(f))
     for b in range(0, n, batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(slices[b : b + batch_size], dtype=np.float32))[:, None]
-        xb = xb.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            yb = model(xb)
-        out[b : b + batch_size] = yb[:, 0, :h, :w].float().cpu().numpy()
+        for flip in variants:
+            dims = tuple(2 + a for a in flip)
+            xb = torch.from_numpy(np.ascontiguousarray(slices[b : b + batch_size], dtype=np.float32))[:, None]
+            xb = xb.to(device)
+            if dims:
+                xb = torch.flip(xb, dims)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                yb = model(xb).float()
+            if dims:
+                yb = torch.flip(yb, dims)
+            out[b : b + batch_size] += yb[:, 0, :h, :w].cpu().numpy()
+    if len(variants) > 1:
+        out /= np.float32(len(variants))
     return out
 
 
@@ -147,6 +163,7 @@ def restore_window(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    tta: tuple[tuple[int, ...], ...] = (),
 ) -> np.ndarray:
     """Restore the interior of a normalised isotropic window (output still normalised).
 
@@ -160,10 +177,10 @@ def restore_window(
     zs, ys, xs = slice(hz, lz - hz), slice(hy, ly - hy), slice(hx, lx - hx)
     # xz: slices over interior y, each (X, Z)
     xz = np.transpose(window[:, ys, :], (1, 2, 0))
-    r_xz = predict_slices(model, xz, batch_size, device, precision)[:, xs, zs]  # (y, x, z)
+    r_xz = predict_slices(model, xz, batch_size, device, precision, tta)[:, xs, zs]  # (y, x, z)
     # yz: slices over interior x, each (Y, Z)
     yz = np.transpose(window[:, :, xs], (2, 1, 0))
-    r_yz = predict_slices(model, yz, batch_size, device, precision)[:, ys, zs]  # (x, y, z)
+    r_yz = predict_slices(model, yz, batch_size, device, precision, tta)[:, ys, zs]  # (x, y, z)
     a = np.transpose(r_xz, (2, 0, 1))
     b = np.transpose(r_yz, (2, 1, 0))
     if combine == "mean":
@@ -182,6 +199,7 @@ def restore_block(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    tta: tuple[tuple[int, ...], ...] = (),
 ) -> np.ndarray:
     """Restored block of the isotropic volume, in the source's intensity units (float32).
 
@@ -193,7 +211,7 @@ def restore_block(
         raise ValueError(f"block starts {[r[0] for r in ranges]} must be multiples of {m} for this network")
     h = (halo, halo, halo)
     window = read_window(source, factor, ranges, h, norm)
-    return norm.invert(restore_window(model, window, h, combine, batch_size, device, precision))
+    return norm.invert(restore_window(model, window, h, combine, batch_size, device, precision, tta))
 
 
 def block_ranges(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tuple[tuple[int, int], ...]]:
@@ -213,7 +231,25 @@ def restore_volume(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    tta: tuple[tuple[int, ...], ...] = (),
 ) -> np.ndarray:
     """Whole-volume restoration held in memory (small volumes, tests, reference)."""
     full = tuple((0, s) for s in iso_shape(volume.shape, factor))
-    return restore_block(model, volume, factor, full, norm, halo, combine, batch_size, device, precision)
+    return restore_block(model, volume, factor, full, norm, halo, combine, batch_size, device, precision, tta)
+
+
+def tta_flips(commuting_flips) -> tuple[tuple[int, ...], ...]:
+    """Test-time flips of a slice from the axes along which the training kernel is symmetric.
+
+    Every non-empty combination of the commuting axes (0: lateral, 1: axial), e.g. ``(0, 1)``
+    gives ``((0,), (1,), (0, 1))``: with the slice itself, four predictions to average.
+
+    Examples
+    --------
+    >>> tta_flips([0, 1])
+    ((0,), (1,), (0, 1))
+    >>> tta_flips([0])
+    ((0,),)
+    """
+    axes = sorted({int(a) for a in commuting_flips})
+    return tuple(c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r))

@@ -34,6 +34,11 @@ class TrainConfig:
     """Training settings; the defaults are the paper's where it gives them."""
 
     epochs: int = 100
+    #: Stop after this many optimiser steps (None: ``epochs`` passes over the patches).
+    steps: int | None = None
+    #: Stop after this many minutes of training (None: no time limit). Resumed runs count the
+    #: time already spent.
+    minutes: float | None = None
     batch_size: int = 16
     learning_rate: float = 5e-3
     validation_fraction: float = 0.1
@@ -69,6 +74,8 @@ class TrainState:
     numpy_rng: dict | None = None
     torch_rng: torch.Tensor | None = None
     cuda_rng: torch.Tensor | None = None
+    step: int = 0
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -114,12 +121,13 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 def fit(
     model: nn.Module,
-    X: np.ndarray,
+    X,
     Y: np.ndarray,
     config: TrainConfig,
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     log: Callable[[str], None] = print,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainState:
     """Train ``model`` on patch pairs; returns the final state with the best weights in ``best_model``.
 
@@ -127,18 +135,28 @@ def fit(
     ----------
     model : nn.Module
         Network mapping ``(N, 1, H, W)`` to the same shape.
-    X, Y : ndarray (N, H, W), float32
-        Inputs and targets (normalised).
+    X : ndarray (N, H, W) or :class:`isonet.patches.TrainingPairs`
+        Inputs (normalised). Training pairs are degraded anew each epoch: the camera noise of
+        epoch ``e`` comes from ``numpy.random.default_rng([seed, e])``.
+    Y : ndarray (N, H, W), float32
+        Targets.
     config : TrainConfig
+        Training ends after ``steps`` optimiser steps when given, else after ``epochs`` passes,
+        or after ``minutes`` of training, whichever comes first; the model is validated after
+        every pass and at the end, and the best weights are kept.
     state : TrainState, optional
         A state saved by ``on_epoch_end`` to resume from; training continues at ``state.epoch``.
     on_epoch_end : callable, optional
         Called with the state after every epoch (e.g. to write a checkpoint).
     log : callable
         Receives one progress line per epoch.
+    validation : (inputs, targets), optional
+        Held-out pairs (e.g. from lateral planes no training patch comes from). Without them a
+        ``validation_fraction`` of the patches is held out.
     """
-    if X.shape != Y.shape or X.ndim != 3:
-        raise ValueError(f"X and Y must both be (N, H, W), got {X.shape} and {Y.shape}")
+    pairs = X if hasattr(X, "inputs") else None
+    if Y.ndim != 3 or len(X) != len(Y) or (pairs is None and X.shape != Y.shape):
+        raise ValueError(f"X and Y must both hold N (H, W) patches, got {np.shape(X)} and {Y.shape}")
     from .predict import resolve_precision
 
     device = pick_device(config.device)
@@ -155,10 +173,19 @@ def fit(
         optimizer.load_state_dict(state.optimizer)
         if scheduler is not None and state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
-    train_idx, val_idx = split_validation(len(X), config.validation_fraction, config.seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(X[:, None]))
+    if validation is not None:
+        train_idx = np.arange(len(Y))
+        Xv, Yv = (torch.from_numpy(np.ascontiguousarray(a[:, None], dtype=np.float32)).to(device) for a in validation)
+    else:
+        train_idx, val_idx = split_validation(len(Y), config.validation_fraction, config.seed)
+        if pairs is not None and len(val_idx):
+            val_inputs = pairs.inputs(val_idx, np.random.default_rng([config.seed, 1 << 20]))
+        else:
+            val_inputs = np.zeros((0,) + Y.shape[1:], np.float32) if pairs is not None else X[val_idx]
+        Xv = torch.from_numpy(np.ascontiguousarray(val_inputs[:, None], dtype=np.float32)).to(device)
+        Yv = torch.from_numpy(np.ascontiguousarray(Y[val_idx][:, None])).to(device)
     Yt = torch.from_numpy(np.ascontiguousarray(Y[:, None]))
-    Xv, Yv = Xt[val_idx].to(device), Yt[val_idx].to(device)
+    Xt = None if pairs else torch.from_numpy(np.ascontiguousarray(X[:, None]))
     rng = np.random.default_rng(config.seed)  # data order and flips
     if state.numpy_rng is not None:
         rng.bit_generator.state = state.numpy_rng
@@ -167,23 +194,32 @@ def fit(
     if state.cuda_rng is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state.cuda_rng, device)
     flip_dims = [2 + a for a in config.flip_axes]
+    steps_per_epoch = -(-len(train_idx) // config.batch_size)
+    max_steps = config.epochs * steps_per_epoch if config.steps is None else int(config.steps)
 
-    for epoch in range(state.epoch, config.epochs):
-        t0 = time.perf_counter()
+    def budget_left() -> bool:
+        return state.step < max_steps and (config.minutes is None or state.seconds < 60 * config.minutes)
+
+    epoch = state.epoch
+    while budget_left():
+        t0, seconds_before = time.perf_counter(), state.seconds
         model.train()
         order = rng.permutation(train_idx)
+        noise_rng = np.random.default_rng([config.seed, epoch])
         losses = []
         for b in range(0, len(order), config.batch_size):
-            idx = order[b : b + config.batch_size]
-            xb, yb = Xt[idx].to(device), Yt[idx].to(device)
+            if not budget_left():
+                break
+            idx = np.sort(order[b : b + config.batch_size])
+            xb = torch.from_numpy(pairs.inputs(idx, noise_rng)[:, None]) if pairs else Xt[idx]
+            xb, yb = xb.to(device), Yt[idx].to(device)
             for d in flip_dims:
                 if rng.random() < 0.5:
                     xb, yb = torch.flip(xb, (d,)), torch.flip(yb, (d,))
             xb = xb.contiguous(memory_format=torch.channels_last)
-            step = epoch * -(-len(train_idx) // config.batch_size) + b // config.batch_size
-            if step < config.warmup_steps:
+            if state.step < config.warmup_steps:
                 for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * (step + 1) / config.warmup_steps
+                    group["lr"] = config.learning_rate * (state.step + 1) / config.warmup_steps
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = model(xb)
@@ -191,13 +227,17 @@ def fit(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val_loss = evaluate_loss(model, Xv, Yv, config.batch_size, amp_dtype) if len(val_idx) else float("nan")
+            state.step += 1
+            state.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        val_loss = evaluate_loss(model, Xv, Yv, config.batch_size, amp_dtype) if len(Xv) else float("nan")
         record = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "val_loss": val_loss,
-            "seconds": round(time.perf_counter() - t0, 3),
+            "seconds": round(state.seconds - seconds_before, 3),
             "learning_rate": optimizer.param_groups[0]["lr"],
+            "step": state.step,
         }
         if scheduler is not None and np.isfinite(val_loss):
             scheduler.step(val_loss)
@@ -206,7 +246,8 @@ def fit(
         if improved:
             state.best_val_loss = val_loss
             state.best_model = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        state.epoch = epoch + 1
+        epoch += 1
+        state.epoch = epoch
         state.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         state.optimizer = optimizer.state_dict()
         state.scheduler = scheduler.state_dict() if scheduler is not None else None
@@ -214,8 +255,8 @@ def fit(
         state.torch_rng = torch.get_rng_state()
         state.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         log(
-            f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.3f}, "
-            f"val loss {val_loss:.3f}{' (best)' if improved else ''}, {record['seconds']:.1f} s"
+            f"epoch {epoch} (step {state.step}/{max_steps}, {state.seconds:.0f} s): train loss "
+            f"{record['train_loss']:.3f}, val loss {val_loss:.3f}{' (best)' if improved else ''}"
         )
         if on_epoch_end is not None:
             on_epoch_end(state)

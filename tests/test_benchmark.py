@@ -6,7 +6,6 @@ import pytest
 from isonet.benchmark import (
     METHODS,
     CellSettings,
-    epochs_for_steps,
     format_mean_std,
     gap_closed,
     resample_corner_aligned_z,
@@ -80,12 +79,6 @@ def test_settings_reject_unknown_keys_methods_rules_and_hyper():
         CellSettings.from_dict({"hyper": {"isonet2": {"learning_rate": 1e-3}}})
     s = CellSettings.from_dict({"hyper": {"isonet2": {"learning_rate": 1e-3, "dropout": 0.0}}})
     assert s.hyper["isonet1"] == {"learning_rate": 1e-3, "dropout": 0.0}  # the other keeps its default
-
-
-def test_epochs_for_steps_rounds_up_to_whole_epochs():
-    assert epochs_for_steps(1024, 0.1, 16, 400) == (7, 406)  # 922 training patches, 58 steps an epoch
-    assert epochs_for_steps(100, 0.1, 10, 9) == (1, 9)
-    assert epochs_for_steps(100, 0.1, 10, 10) == (2, 18)
 
 
 def test_interior_seg_on_a_toy_label_volume():

@@ -34,8 +34,7 @@ def test_missing_file(tmp_path, capsys):
 
 
 def test_model_file_roundtrip_and_errors(tmp_path):
-    torch.manual_seed(0)
-    net = build_network("isonet2")
+    net = build_network("isonet2", seed=0, zero_init=False)
     save_model(tmp_path / "m.pt", net, "isonet2", 4, Normalization(1.0, 9.0), dropout=0.2)
     loaded, meta = load_model(tmp_path / "m.pt")
     x = torch.rand(1, 1, 16, 16)

@@ -105,9 +105,9 @@ def test_cli_predict_train_and_convert_refuse_crafted_files(crafted, tmp_path, c
     assert not (tmp_path / "out.ome.zarr").exists() and not (tmp_path / "out.ome.zarr.partial").exists()
 
     patches = tmp_path / "patches.npz"
-    X = np.zeros((8, 16, 16), np.float32)
-    np.savez(patches, X=X, Y=X, kernel=np.ones((1, 1)),
-             meta=json.dumps({"factor": 4, "normalization": {"low": 0.0, "high": 1.0}}))
+    from test_train import _pairs_file
+
+    _pairs_file(patches, 8, factor=4)
     (tmp_path / "psf.json").write_text("{}")
     model = tmp_path / "model.safetensors"
     assert main(["train", str(patches), str(tmp_path / "psf.json"), str(model), str(tmp_path / "curve.tsv"),

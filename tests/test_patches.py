@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 
+from isonet.camera import Camera
 from isonet.degrade import blur2d, upsample_axis
-from isonet.patches import Normalization, degrade_plane, fit_normalization, sample_training_pairs
+from isonet.patches import Normalization, degrade_plane, fit_normalization, sample_training_pairs, split_planes
 from isonet.psf import gaussian_psf, lateral_plane_kernel, rotate_psf_to_lateral
+from isonet.synthetic import simulate_acquisition
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +35,78 @@ def test_sample_pairs_shapes_and_foreground(kernel):
     planes = [np.zeros((96, 96), np.float32) for _ in range(4)]
     for p in planes:
         p[30:60, 30:60] = 1.0  # a bright square: foreground
-    X, Y = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, foreground_threshold=0.5,
-                                 foreground_fraction=1.0, seed=0)
-    assert X.shape == Y.shape == (40, 32, 32) and X.dtype == np.float32
+    pairs = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, foreground_threshold=0.5,
+                                  foreground_fraction=1.0, seed=0)
+    X, Y = pairs.inputs(np.arange(40)), pairs.targets
+    assert X.shape == Y.shape == (40, 32, 32) and X.dtype == np.float32 and len(pairs) == 40
     # every patch is centred on foreground, so every target patch contains some
     assert (Y.max(axis=(1, 2)) == 1.0).all()
-    Xb, _ = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, seed=0)
-    Xc, _ = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, seed=0)
+    Xb = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, seed=0).samples
+    Xc = sample_training_pairs(planes, kernel, 4, 40, patch_size=32, seed=0).samples
     np.testing.assert_array_equal(Xb, Xc)
+
+
+def test_stored_samples_rebuild_the_whole_plane_degradation_exactly(kernel):
+    """A patch input upsampled from its stored samples equals the same crop of the degraded plane."""
+    plane = np.random.default_rng(4).random((70, 90)).astype(np.float32)
+    pairs = sample_training_pairs([plane], kernel, 4, 30, patch_size=32, both_lateral_axes=False, seed=3)
+    X = pairs.inputs(np.arange(30))
+    degraded = {phase: degrade_plane(plane, kernel, 4, phase) for phase in range(4)}
+    for x, y in zip(X, pairs.targets):
+        hits = [(p, yx) for p, (d, t) in degraded.items() for yx in np.argwhere(t == y[0, 0])
+                if np.array_equal(t[yx[0] : yx[0] + 32, yx[1] : yx[1] + 32], y)]
+        # the same target crop lies in every phase's target; one phase's input must match exactly
+        errors = [np.abs(x - degraded[p][0][y0 : y0 + 32, x0 : x0 + 32]).max() for p, (y0, x0) in hits]
+        assert len(hits) == 4 and min(errors) < 1e-5 and sorted(errors)[1] > 1e-3
+
+
+def test_inputs_are_renoised_on_every_draw(kernel):
+    plane = np.full((64, 64), 0.5, np.float32)
+    norm = Normalization(100.0, 300.0)
+    pairs = sample_training_pairs([plane], kernel, 4, 8, patch_size=32, seed=0, camera=Camera(1.0, 100.0, 2.0),
+                                  norm=norm)
+    a = pairs.inputs(np.arange(8), np.random.default_rng([0, 0]))
+    b = pairs.inputs(np.arange(8), np.random.default_rng([0, 1]))
+    again = pairs.inputs(np.arange(8), np.random.default_rng([0, 0]))
+    np.testing.assert_array_equal(a, again)  # seeded: reproducible
+    assert np.corrcoef((a - 0.5).ravel(), (b - 0.5).ravel())[0, 1] < 0.05  # a new draw each epoch
+    # noise of sqrt(100 photons + 4) counts on the acquired columns (every 4th from the offset)
+    acquired = np.stack([x[:, (4 - o) % 4 :: 4] for x, o in zip(a, pairs.offsets)])
+    assert abs(acquired.std() * 200 - np.sqrt(104)) < 0.05 * np.sqrt(104)
+
+
+def test_degraded_noise_matches_an_axial_slice_of_a_simulated_acquisition():
+    """Phase-dependent variance and axial correlation: training input vs real acquisition."""
+    factor, photons, offset, read = 4, 100.0, 100.0, 2.0
+    # real: a flat object imaged, every 4th plane kept, Poisson + read noise, cubic upsampling along z
+    gt = np.ones((401, 24, 24), np.float32)
+    delta = np.zeros((1, 1, 1), np.float32); delta[0, 0, 0] = 1
+    acquired = simulate_acquisition(gt, delta, factor, photons=photons, read_noise=read, offset=offset, seed=0,
+                                    dtype=np.float32)
+    real = upsample_axis(acquired - (offset + photons), factor, axis=0)  # (z, y, x) noise
+    real = np.moveaxis(real, 0, -1).reshape(-1, real.shape[0])  # axial lines
+    # training input: a flat normalised plane degraded in acquisition order
+    norm = Normalization(offset, offset + 2 * photons)
+    plane = np.full((576, 401), 0.5, np.float32)
+    delta2 = np.ones((1, 1), np.float32)
+    deg, _ = degrade_plane(plane, delta2, factor, 0, Camera(1.0, offset, read), norm, np.random.default_rng(1))
+    train = (deg - 0.5) * 2 * photons
+    for lines in (real, train):
+        var = np.array([lines[:, j::factor].var() for j in range(factor)])
+        lag1 = np.corrcoef(lines[:, :-1].ravel(), lines[:, 1:].ravel())[0, 1]
+        lines_stats = (var / var[0], lag1, var[0])
+        if lines is real:
+            expect = lines_stats
+    np.testing.assert_allclose(lines_stats[0], expect[0], atol=0.05)  # ~1 / 0.8 / 0.64 / 0.8
+    assert expect[0][2] < 0.75  # the mid-way phase carries much less noise than an acquired plane
+    assert abs(lines_stats[1] - expect[1]) < 0.05 and expect[1] > 0.8  # strongly correlated along z
+    assert abs(lines_stats[2] / expect[2] - 1) < 0.05  # same variance on the acquired planes
+
+
+def test_split_planes_holds_whole_planes_out():
+    train, val = split_planes(32, 0.1)
+    assert len(val) == 3 and not set(train) & set(val) and sorted({*train, *val}) == list(range(32))
+    assert 0 not in val and 31 not in val
 
 
 def test_patch_size_checks(kernel):

@@ -24,7 +24,8 @@ def _pairs(n=256, seed=0):
             p[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0.5, 1)
         planes.append(p)
     k = lateral_plane_kernel(rotate_psf_to_lateral(gaussian_psf(1.0, 3.0)))
-    return sample_training_pairs(planes, k, 3, n, patch_size=32, foreground_threshold=0.2, seed=seed)
+    pairs = sample_training_pairs(planes, k, 3, n, patch_size=32, foreground_threshold=0.2, seed=seed)
+    return pairs.inputs(np.arange(n)), pairs.targets
 
 
 def test_short_training_lowers_validation_loss():
@@ -61,13 +62,29 @@ def test_warmup_ramps_the_learning_rate():
     assert abs(lrs[0] - 1e-3 * 6 / 10) < 1e-9 and abs(lrs[1] - 1e-3) < 1e-9
 
 
+def _pairs_file(path, n, seed=0, factor=3):
+    """A patches file as the ``patches`` stage writes it: noise-free samples, offsets, targets."""
+    import json
+
+    from isonet.camera import Camera
+    from isonet.patches import Normalization
+
+    rng = np.random.default_rng(seed)
+    planes = [rng.random((64, 64), dtype=np.float32) for _ in range(3)]
+    k = lateral_plane_kernel(rotate_psf_to_lateral(gaussian_psf(1.0, 3.0)))
+    norm = {"low": 0.0, "high": 1.0, "percentiles": [1.0, 99.8]}
+    cam = Camera(1.0, 0.0, 0.01, "test")
+    pairs = sample_training_pairs(planes, k, factor, n, patch_size=32, seed=seed, camera=cam,
+                                  norm=Normalization.from_dict(norm))
+    np.savez(path, S=pairs.samples, offsets=pairs.offsets, Y=pairs.targets, kernel=k,
+             meta=json.dumps({"factor": factor, "normalization": norm, "camera": cam.to_dict()}))
+    return path
+
+
 def _train_files(tmp_path, n=64):
     import json
 
-    X, Y = _pairs(n, seed=4)
-    patches = tmp_path / "patches.npz"
-    np.savez(patches, X=X, Y=Y, kernel=np.ones((1, 1)),
-             meta=json.dumps({"factor": 3, "normalization": {"low": 0.0, "high": 1.0, "percentiles": [1.0, 99.8]}}))
+    patches = _pairs_file(tmp_path / "patches.npz", n, seed=4)
     (tmp_path / "psf.json").write_text(json.dumps({"commuting_flips": [0, 1]}))
     return patches, tmp_path / "psf.json"
 
@@ -96,7 +113,8 @@ def test_training_is_bit_identical_and_resume_continues_exactly(tmp_path):
     curves = [(tmp_path / n / "curve.tsv").read_text().splitlines() for n in ("a", "resumed")]
     assert [l.split("\t")[1:3] for l in curves[0]] == [l.split("\t")[1:3] for l in curves[1]]  # same losses
     # the seed reaches the initial weights
-    assert not torch.equal(build_network("isonet2", seed=7).out.weight, build_network("isonet2", seed=8).out.weight)
+    assert not torch.equal(build_network("isonet2", seed=7, zero_init=False).out.weight,
+                           build_network("isonet2", seed=8, zero_init=False).out.weight)
 
 
 def test_model_file_records_settings_versions_and_input_hashes(tmp_path):
@@ -113,3 +131,75 @@ def test_model_file_records_settings_versions_and_input_hashes(tmp_path):
     assert prov["settings"]["seed"] == 3 and prov["settings"]["threads"] == torch.get_num_threads()
     assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"] == torch.__version__
     assert {"isonet", "numpy", "zarr", "safetensors", "python"} <= set(prov["versions"])
+
+
+def test_step_budget_ends_training_mid_epoch_and_validates_there():
+    X, Y = _pairs(96, seed=3)  # 86 training patches: 6 steps of 16 per epoch
+    state = fit(build_network("isonet2", seed=0), X, Y, TrainConfig(steps=8, batch_size=16, precision="fp32"),
+                log=lambda m: None)
+    assert state.step == 8 and [r["step"] for r in state.history] == [6, 8]
+    assert state.best_val_loss == min(r["val_loss"] for r in state.history)
+
+
+def test_minutes_budget_stops_training():
+    X, Y = _pairs(96, seed=3)
+    state = fit(build_network("isonet2", seed=0), X, Y,
+                TrainConfig(epochs=50, minutes=1e-6, batch_size=16, precision="fp32"), log=lambda m: None)
+    assert state.step == 1 and len(state.history) == 1 and state.seconds > 0
+
+
+def test_held_out_validation_pairs_are_used_as_given():
+    X, Y = _pairs(64, seed=4)
+    Xv, Yv = _pairs(16, seed=5)
+    net = build_network("isonet2", seed=0, zero_init=True)
+    state = fit(net, X, Y, TrainConfig(steps=1, batch_size=64, precision="fp32", learning_rate=1e-12),
+                validation=(Xv, Yv), log=lambda m: None)
+    # all 64 patches train (none split off) and the loss is measured on the given pairs: the
+    # untrained zero-initialised network is the identity, so it is the inputs' own loss
+    assert state.step == 1
+    expected = psnr_loss(torch.from_numpy(Xv[:, None]), torch.from_numpy(Yv[:, None])).item()
+    assert abs(state.best_val_loss - expected) < 1e-3
+
+
+def test_training_pairs_are_degraded_anew_each_epoch():
+    from isonet.camera import Camera
+    from isonet.patches import Normalization
+
+    k = lateral_plane_kernel(rotate_psf_to_lateral(gaussian_psf(1.0, 3.0)))
+    plane = np.full((64, 64), 0.5, np.float32)
+    pairs = sample_training_pairs([plane] * 2, k, 3, 16, patch_size=32, seed=0, camera=Camera(1.0, 0.0, 1.0),
+                                  norm=Normalization(0.0, 100.0))
+    seen = []
+
+    class Spy:
+        def __len__(self):
+            return len(pairs)
+
+        def inputs(self, idx, rng):
+            x = pairs.inputs(idx, rng)
+            seen.append((idx.copy(), x.copy()))
+            return x
+
+    fit(build_network("isonet2", seed=0), Spy(), pairs.targets,
+        TrainConfig(epochs=2, batch_size=16, precision="fp32", validation_fraction=0.0), log=lambda m: None)
+    (idx1, x1), (idx2, x2) = seen  # one batch of all 16 patches per epoch
+    assert np.array_equal(idx1, idx2)
+    noise1, noise2 = x1 - pairs.inputs(idx1), x2 - pairs.inputs(idx2)
+    assert noise1.std() > 0.005 and abs(np.corrcoef(noise1.ravel(), noise2.ravel())[0, 1]) < 0.1
+
+
+def test_network_seed_fixes_initial_weights_without_touching_global_state():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_network("isonet2", seed=7, zero_init=False)
+    after = torch.rand(1)
+    b = build_network("isonet2", seed=7, zero_init=False)
+    assert torch.equal(before, after)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_untrained_isonet2_returns_its_input():
+    net = build_network("isonet2").eval()
+    x = torch.rand(2, 1, 32, 40)
+    assert torch.equal(net(x), x)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from isonet.camera import Camera, estimate_camera
 from isonet.errors import InputError
-from isonet.patches import add_camera_noise, fit_normalization, sample_training_pairs
+from isonet.patches import fit_normalization, sample_training_pairs, split_planes
 from isonet.stages.common import axial_factor, check_output_path, writing
 from isonet.storage import atomic_path, read_ome_zarr, read_planes
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
-                    max_planes, camera_noise) -> None:
+                    max_planes) -> None:
     """The stage's settings, as the workflow's config schema states them (for direct CLI use)."""
 
     def bad(key: str, value, expected: str) -> InputError:
@@ -41,13 +42,6 @@ def _check_settings(n_patches, patch_size, foreground_percentile, foreground_fra
         raise bad("norm_percentiles", list(norm_percentiles), "[low, high] with 0 <= low < high <= 100")
     if not isinstance(max_planes, int) or max_planes < 1:
         raise bad("max_planes", max_planes, "a positive integer")
-    if camera_noise:
-        keys = {"offset", "read_noise", "gain"}
-        if (not isinstance(camera_noise, dict) or not {"offset", "read_noise"} <= camera_noise.keys() <= keys
-                or not all(number(camera_noise[k]) and camera_noise[k] >= 0 for k in camera_noise)
-                or camera_noise.get("gain", 1.0) <= 0):
-            raise bad("camera_noise", camera_noise,
-                      '{"offset": counts >= 0, "read_noise": counts >= 0, "gain": counts per photon > 0} or null')
 
 
 def load_kernel(psf_npz) -> np.ndarray:
@@ -80,6 +74,19 @@ def load_kernel(psf_npz) -> np.ndarray:
     return kernel
 
 
+def resolve_camera(camera, planes, source: str) -> Camera | None:
+    """The camera model from the config value: a mapping, ``"auto"`` (estimated) or ``"none"``."""
+    if camera is None or camera == "none":
+        return None
+    if camera == "auto":
+        return estimate_camera(planes)
+    if isinstance(camera, dict) and {"offset", "read_noise"} <= set(camera):
+        return Camera.from_dict({"gain": 1.0, "source": "config", **camera})
+    raise InputError(
+        f"{source}: patches.camera is {camera!r}; give auto, none or a mapping with offset, read_noise and gain"
+    )
+
+
 def patches_stage(
     input_zarr,
     psf_npz,
@@ -92,16 +99,22 @@ def patches_stage(
     norm_percentiles=(1.0, 99.8),
     max_planes: int = 256,
     seed: int = 0,
-    camera_noise: dict | None = None,
+    camera="auto",
+    validation_fraction: float = 0.1,
 ) -> dict:
-    """Sample ``n_patches`` (input, target) pairs from up to ``max_planes`` lateral planes.
+    """Sample training pairs from up to ``max_planes`` lateral planes, holding some planes out.
 
     The normalisation percentiles are computed over the sampled planes and saved with the patches
     (and later with the model) so prediction normalises exactly as training did. Patches centred
     on a value above the ``foreground_percentile`` of the normalised planes make up
-    ``foreground_fraction`` of the sample. ``camera_noise`` (``offset``, ``read_noise`` in counts,
-    ``gain`` in counts per photon) adds the camera's noise to the inputs, which the blur of the
-    lateral planes has averaged away (:func:`isonet.patches.add_camera_noise`).
+    ``foreground_fraction`` of the sample. A ``validation_fraction`` of the planes (spread over
+    the stack) gives the validation pairs only.
+
+    The file holds the noise-free acquired samples of each patch (``S``, with ``offsets``) and
+    the targets (``Y``); training adds the camera's noise to them anew every epoch and upsamples
+    (:class:`isonet.patches.TrainingPairs`). ``camera`` is ``"auto"`` (estimated from the
+    planes, :func:`isonet.camera.estimate_camera`), ``"none"`` (noise-free inputs) or the
+    camera's ``offset``, ``read_noise`` (counts) and ``gain`` (counts per photon).
 
     Raises
     ------
@@ -113,7 +126,7 @@ def patches_stage(
     """
     norm_percentiles = tuple(norm_percentiles)
     _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
-                    max_planes, camera_noise)
+                    max_planes)
     check_output_path(out_npz, [input_zarr, psf_npz])
     volume, voxel_size = read_ome_zarr(input_zarr)
     if voxel_size is None:
@@ -135,39 +148,50 @@ def patches_stage(
         )
     kernel = load_kernel(psf_npz)
     plane_idx = np.unique(np.linspace(0, z - 1, min(z, max_planes)).round().astype(int))
-    planes = [read_planes(volume, i, i + 1, input_zarr)[0].astype(np.float32) for i in plane_idx]
-    for i, plane in zip(plane_idx, planes):
+    raw = [read_planes(volume, i, i + 1, input_zarr)[0].astype(np.float32) for i in plane_idx]
+    for i, plane in zip(plane_idx, raw):
         if not np.isfinite(plane).all():
             raise InputError(
                 f"{input_zarr}: contains NaN or infinite values at z={i}; fill or clip them and convert again"
             )
-    stride = max(1, int(np.sqrt(planes[0].size * len(planes) / 4e6)))  # a few million samples suffice
+    stride = max(1, int(np.sqrt(raw[0].size * len(raw) / 4e6)))  # a few million samples suffice
     try:
-        norm = fit_normalization(np.stack([p[::stride, ::stride] for p in planes]), *norm_percentiles)
+        norm = fit_normalization(np.stack([p[::stride, ::stride] for p in raw]), *norm_percentiles)
     except ValueError as err:  # flat between the percentiles: constant or nearly so
         raise InputError(
             f"{input_zarr}: {err}; check that this is the right image, or widen patches.norm_percentiles"
         ) from None
-    planes = [norm.apply(p) for p in planes]
+    cam = resolve_camera(camera, raw[:: max(1, len(raw) // 16)], str(input_zarr))
+    if cam is not None:
+        logger.info("patches: camera (%s) gain %.4g counts/photon, offset %.4g, read noise %.4g counts",
+                    cam.source, cam.gain, cam.offset, cam.read_noise)
+    planes = [norm.apply(p) for p in raw]
+    del raw
     threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
+    train_idx, val_idx = split_planes(len(planes), validation_fraction)
     logger.info(
-        "patches: %d planes of %s, factor %d, normalisation [%.4g, %.4g], foreground > %.3f",
-        len(planes), planes[0].shape, factor, norm.low, norm.high, threshold,
+        "patches: %d planes of %s (%d held out for validation), factor %d, normalisation [%.4g, %.4g], "
+        "foreground > %.3f",
+        len(planes), planes[0].shape, len(val_idx), factor, norm.low, norm.high, threshold,
     )
-    X, Y = sample_training_pairs(
-        planes, kernel, factor, n_patches, patch_size, threshold, foreground_fraction, seed=seed
-    )
-    if camera_noise:
-        X = add_camera_noise(X, norm, float(camera_noise["offset"]), float(camera_noise["read_noise"]),
-                             float(camera_noise.get("gain", 1.0)), seed)
-        logger.info("patches: camera noise added to the inputs (%s)", camera_noise)
+    n_val = max(1, int(round(n_patches * validation_fraction))) if len(val_idx) else 0
+    common = dict(kernel=kernel, factor=factor, patch_size=patch_size, foreground_threshold=threshold,
+                  foreground_fraction=foreground_fraction, camera=cam, norm=norm)
+    pairs = sample_training_pairs([planes[i] for i in train_idx], n_patches=n_patches, seed=seed, **common)
+    arrays = {"S": pairs.samples, "offsets": pairs.offsets, "Y": pairs.targets}
+    if n_val:
+        val = sample_training_pairs([planes[i] for i in val_idx], n_patches=n_val, seed=seed + 1, **common)
+        # validation inputs are degraded once, with a fixed noise draw, so losses compare across epochs
+        arrays["X_val"] = val.inputs(np.arange(len(val)), np.random.default_rng([seed, 1 << 20]))
+        arrays["Y_val"] = val.targets
     meta = {
         "factor": factor, "voxel_size": list(voxel_size), "normalization": norm.to_dict(), "n_patches": n_patches,
-        "patch_size": patch_size, "planes": len(planes), "foreground_threshold": threshold, "seed": seed,
-        "camera_noise": camera_noise,
+        "patch_size": patch_size, "planes": len(planes), "validation_planes": [int(plane_idx[i]) for i in val_idx],
+        "training_planes": [int(plane_idx[i]) for i in train_idx], "n_validation": n_val,
+        "foreground_threshold": threshold, "seed": seed, "camera": cam.to_dict() if cam else None,
     }
     with writing(out_npz), atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, X=X, Y=Y, kernel=kernel, meta=json.dumps(meta))
-    logger.info("patches: %d pairs of %d² -> %s", len(X), patch_size, out_npz)
+            np.savez(f, **arrays, kernel=kernel, meta=json.dumps(meta))
+    logger.info("patches: %d training + %d validation pairs of %d² -> %s", len(pairs), n_val, patch_size, out_npz)
     return meta

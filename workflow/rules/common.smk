@@ -292,9 +292,17 @@ def join(values):
 # Input functions and command-line fragments
 
 
-def camera_noise_arg(wildcards):
-    noise = sample_settings(wildcards.sample, "patches").get("camera_noise")
-    return f"--camera-noise {quoted_json(noise)}" if noise else ""
+def camera_arg(wildcards):
+    """--camera: the config's; ``auto`` on a synthetic sample is the simulation's own camera."""
+    camera = sample_settings(wildcards.sample, "patches")["camera"]
+    if camera == "auto" and is_synthetic(wildcards.sample):
+        sim = sample_settings(wildcards.sample, "synthetic")
+        camera = {"offset": sim["offset"], "read_noise": sim["read_noise"], "gain": 1.0}
+    return f"--camera {quoted_json(camera) if isinstance(camera, dict) else camera}"
+
+
+def tta_arg(wildcards):
+    return "--tta" if sample_settings(wildcards.sample, "predict")["tta"] else ""
 
 
 def sample_input(wildcards):

@@ -16,8 +16,9 @@ rule patches:
         runtime=rule_runtime("patches"),
     params:
         c=settings("patches"),
+        t=settings("train"),
         subsample=subsample_arg,
-        noise=camera_noise_arg,
+        camera=camera_arg,
         percentiles=lambda wildcards: join(
             sample_settings(wildcards.sample, "patches")["norm_percentiles"]
         ),
@@ -27,4 +28,4 @@ rule patches:
         " --foreground-percentile {params.c[foreground_percentile]}"
         " --foreground-fraction {params.c[foreground_fraction]}"
         " --norm-percentiles {params.percentiles} --seed {params.c[seed]}"
-        " {params.noise} > {log:q} 2>&1"
+        " --validation-fraction {params.t[validation_fraction]} {params.camera} > {log:q} 2>&1"

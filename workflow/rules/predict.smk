@@ -24,8 +24,9 @@ rule predict:
             sample_settings(wildcards.sample, "predict")["block"]
         ),
         subsample=subsample_arg,
+        tta=tta_arg,
     shell:
         "isonet predict {input.zarr:q} {input.model:q} {output:q} --chunks {params.chunks}"
         " --block {params.block} --combine {params.c[combine]} --batch-size {params.c[batch_size]}"
         " --device {params.c[device]} --precision {params.c[precision]} --workers {params.c[workers]}"
-        " --threads {threads} {params.subsample} > {log:q} 2>&1"
+        " --threads {threads} {params.subsample} {params.tta} > {log:q} 2>&1"

@@ -24,6 +24,7 @@ rule train:
     shell:
         "isonet train {input.patches:q} {input.psf:q} {output.model:q} {output.curve:q}"
         " --checkpoint {params.checkpoint:q} --model {params.c[model]} --epochs {params.c[epochs]}"
+        " --steps {params.c[steps]} --minutes {params.c[minutes]}"
         " --batch-size {params.c[batch_size]} --learning-rate {params.c[learning_rate]}"
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
