@@ -111,10 +111,6 @@ def build_network(name: str, dropout: float = 0.2, seed: int | None = None, zero
     >>> torch.equal(build_network("isonet2", seed=0).out.weight, build_network("isonet2", seed=0).out.weight)
     True
     """
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_network(name, dropout)
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ("isonet2", "isonet1"):
         raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
