@@ -7,7 +7,6 @@ import pytest
 import tifffile
 import zarr
 
-from isonet.errors import InputError
 from isonet.stages.convert import convert, stored_dtype
 from isonet.storage import create_ome_zarr, open_volume, read_ome_zarr
 from _assertions import raises_one_line, skip_if_permissions_ignored
@@ -299,10 +298,13 @@ def test_output_paths_that_are_not_replaced(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, where writes fail even for root")
-def test_write_failure_is_an_input_error(tmp_path):
+def test_write_failure_is_one_line_with_exit_status_1(tmp_path, capsys):
+    from isonet.cli import main
+
     write_imagej(tmp_path / "in.tif", volume("uint16", (2, 4, 4)))
-    assert "cannot write the output" in raises_one_line("/proc/isonet.zarr", convert, tmp_path / "in.tif",
-                                                        "/proc/isonet.zarr")
+    assert main(["convert", str(tmp_path / "in.tif"), "/proc/isonet.zarr"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and err[0].startswith("isonet convert: error: /proc/") and "run the same command again" in err[0]
 
 
 def test_ome_zarr_with_spatial_axes_out_of_order_refused(tmp_path):

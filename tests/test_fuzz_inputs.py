@@ -270,7 +270,7 @@ def run_case(case: dict, psf: Path) -> None:
             return
         outcomes["patches accepted"] += 1
         with np.load(npz) as f:
-            assert f["X"].shape == (4, 8, 8) and np.isfinite(f["X"]).all() and np.isfinite(f["Y"]).all()
+            assert f["Y"].shape == (4, 8, 8) and np.isfinite(f["S"]).all() and np.isfinite(f["Y"]).all()
 
 
 def test_generated_malformed_inputs(psf_npz):

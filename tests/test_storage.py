@@ -1,12 +1,10 @@
 import json
-import os
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
 
-from isonet.errors import InputError
 from isonet.storage import (
     SqueezedArray,
     atomic_path,

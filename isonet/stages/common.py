@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from isonet.errors import InputError
@@ -95,19 +93,6 @@ def check_output_path(output: str | os.PathLike, inputs=(), store: bool = False)
     if not store and output.is_dir():
         raise InputError(f"{output}: exists and is a directory; remove it or choose another output file name")
     return output
-
-
-@contextlib.contextmanager
-def writing(output: str | os.PathLike) -> Iterator[None]:
-    """Turn an operating-system error while writing ``output`` (no space, read-only file system,
-    permissions the root user ignores until the write) into a one-line :class:`InputError`."""
-    try:
-        yield
-    except OSError as err:
-        reason = " ".join(str(err.strerror or err).split())
-        raise InputError(
-            f"{output}: cannot write the output ({reason}); check free space and permissions or choose another location"
-        ) from err
 
 
 class Progress:

@@ -24,7 +24,7 @@ import numpy as np
 
 import isonet
 from isonet.errors import InputError
-from isonet.stages.common import check_output_path, writing
+from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume, read_planes
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
         }
         say(f"convert: {input_path} -> {output_path}: shape {shape} {dtype}, voxel size {voxel_size} µm, "
             f"chunks {chunks}")
-        with writing(output_path), atomic_path(output_path) as tmp:
+        with atomic_path(output_path) as tmp:
             _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size,
                                         compression_level=compression_level, provenance=provenance)
             low, high = np.inf, -np.inf

@@ -13,7 +13,7 @@ import numpy as np
 from isonet.camera import Camera, estimate_camera
 from isonet.errors import InputError
 from isonet.patches import fit_normalization, sample_training_pairs, split_planes
-from isonet.stages.common import axial_factor, check_output_path, writing
+from isonet.stages.common import axial_factor, check_output_path
 from isonet.storage import atomic_path, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def patches_stage(
         "training_planes": [int(plane_idx[i]) for i in train_idx], "n_validation": n_val,
         "foreground_threshold": threshold, "seed": seed, "camera": cam.to_dict() if cam else None,
     }
-    with writing(out_npz), atomic_path(out_npz) as tmp:
+    with atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays, kernel=kernel, meta=json.dumps(meta))
     logger.info("patches: %d training + %d validation pairs of %d² -> %s", len(pairs), n_val, patch_size, out_npz)
