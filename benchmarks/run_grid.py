@@ -1,0 +1,92 @@
+"""Run the benchmark grid of config/benchmark.yaml without Snakemake: tune, cells in parallel, table.
+
+The same ``isonet benchmark-tune``, ``benchmark-cell`` and ``benchmark-table`` commands the rules
+in workflow/rules/benchmark.smk run, for a machine where Snakemake is not installed (e.g. a GPU
+node). Cells already written are kept, so a rerun finishes an interrupted grid.
+
+    python benchmarks/run_grid.py OUTDIR [--size quick] [--device cuda] [--lanes 8] [--threads 2]
+                                         [--phantoms nuclei ...] [--psfs gaussian ...] [--stacks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ISONET = [sys.executable, "-m", "isonet.cli"]
+
+
+def run_logged(command: list[str], log: Path, env: dict) -> int:
+    """Run ``command`` with its output in ``log``; print its exit status and wall time."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+    print(f"{log.name}: rc {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
+    return rc
+
+
+def psf_args(psfs: dict, name: str) -> list[str]:
+    return ["--psf-name", name, "--psf-kind", psfs[name]["kind"], "--psf-params", json.dumps(psfs[name]["params"])]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--config", default="config/benchmark.yaml")
+    p.add_argument("--size", default="quick")
+    p.add_argument("--device", default="cpu", help="overrides the size's device (cpu, cuda)")
+    p.add_argument("--lanes", type=int, default=1, help="cells run at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per cell")
+    p.add_argument("--phantoms", nargs="*", default=None)
+    p.add_argument("--psfs", nargs="*", default=None)
+    p.add_argument("--stacks", type=int, default=None)
+    args = p.parse_args()
+
+    bench = yaml.safe_load(Path(args.config).read_text())["benchmark"]
+    size = bench["sizes"][args.size]
+    settings = dict(size["settings"], device=args.device)
+    psfs, tune = bench["psfs"], bench["tune"]
+    (args.out / "cells").mkdir(parents=True, exist_ok=True)
+    (args.out / "logs").mkdir(exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    threads = ["--threads", str(args.threads)]
+
+    tuned = args.out / "tuned.json"
+    if not tuned.exists():
+        command = [*ISONET, "benchmark-tune", str(tuned), "--phantom", tune["phantom"], *psf_args(psfs, tune["psf"]),
+                   "--grid", json.dumps(tune["grid"]), "--settings", json.dumps(settings), *threads]
+        if run_logged(command, args.out / "logs" / "tune.log", env):
+            sys.exit("tuning failed; see logs/tune.log")
+
+    jobs = []
+    for phantom in args.phantoms or bench["phantoms"]:
+        for psf in args.psfs or list(psfs):
+            for stack in range(args.stacks or int(size["stacks"])):
+                name = f"{phantom}_{psf}_{stack}"
+                out = args.out / "cells" / f"{name}.json"
+                if out.exists():
+                    continue
+                cell = dict(settings, rl_iterations=int(psfs[psf]["rl_iterations"]))
+                command = [*ISONET, "benchmark-cell", str(out), "--phantom", phantom, *psf_args(psfs, psf),
+                           "--stack", str(stack), "--settings", json.dumps(cell), *threads, "--tuned", str(tuned)]
+                jobs.append((command, args.out / "logs" / f"{name}.log"))
+    with ThreadPoolExecutor(max(1, args.lanes)) as pool:
+        failed = sum(rc != 0 for rc in pool.map(lambda job: run_logged(*job, env), jobs))
+
+    cells = sorted(str(c) for c in (args.out / "cells").glob("*.json"))
+    run_logged([*ISONET, "benchmark-table", *cells, "--tuned", str(tuned), "--out-md", str(args.out / "table1.md")],
+               args.out / "logs" / "table.log", env)
+    if failed:
+        sys.exit(f"{failed} cell(s) failed; see {args.out / 'logs'}")
+
+
+if __name__ == "__main__":
+    main()
