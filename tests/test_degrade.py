@@ -84,6 +84,7 @@ def test_blur2d_preserves_mean_and_shape():
     np.testing.assert_allclose(blur2d(img, delta), img, atol=1e-5)
 
 
-def test_bad_factor():
-    with pytest.raises(ValueError, match="positive integer"):
-        upsample_axis(np.zeros(4), 2.5)
+@pytest.mark.parametrize("factor", [0.5, 0, -2, float("nan"), float("inf"), True, "4"])
+def test_bad_factor(factor):
+    with pytest.raises(ValueError, match="finite number >= 1"):
+        upsample_axis(np.zeros(4), factor)
