@@ -28,10 +28,14 @@ only, so a block-wise computation with a halo of two input samples is exact. Edg
 Acquiring at a non-integer step (:func:`subsample_axis`): training pairs and simulated
 acquisitions need a blurred signal at ``phase + k·σ``, between its samples. A signal blurred by
 the axial PSF is nearly band-limited; it is sampled there with an interpolating quintic B-spline
-(not-a-knot ends, float64), far more accurate on such a signal than the cubic: on a cosine of
-period 16 samples the spline's largest error is MEASURED_SPLINE of the amplitude, the cubic's
-MEASURED_CUBIC (``tests/test_degrade.py::test_subsample_axis_is_accurate_on_a_smooth_signal``).
-Positions that are whole samples are copied, not interpolated.
+(not-a-knot ends, float64), far more accurate on such a signal than the cubic. Measured at
+σ = 4.5, 10/3 and 2.5: on a cosine of period 16 samples its largest error is 7e-6 of the
+amplitude (3e-7 away from the ends), the Keys cubic's 8e-4
+(``tests/test_degrade.py::test_subsample_axis_is_accurate_on_a_smooth_signal``); on white noise
+blurred by a gaussian of σ 2 pixels it is 9e-5 of the signal's standard deviation (cubic 1e-2),
+at σ 1.5 pixels 1e-3 (cubic 3e-2), at 1 pixel 3e-2. An axial PSF narrower than that is sampled
+far below Nyquist by a step of several pixels. Positions that are whole samples are copied, not
+interpolated.
 """
 
 from __future__ import annotations
