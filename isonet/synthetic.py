@@ -633,7 +633,8 @@ def simulate_acquisition(
 
     blurred = blur(gt, psf)
     peak = float(blurred.max()) if blurred.size else 0.0
-    planes = subsample_axis(blurred, subsample, axis=0).astype(np.float64)
+    # between planes the spline can undershoot zero by a hair next to a sharp edge
+    planes = np.clip(subsample_axis(blurred, subsample, axis=0).astype(np.float64), 0, None)
     expected = planes * (photons / peak) if peak > 0 else np.zeros_like(planes)
     counts = rng.poisson(expected).astype(np.float64)
     counts += offset
