@@ -127,6 +127,15 @@ def test_valid_real_input_with_explicit_voxel_size_passes(tmp_path):
 # Many datasets: per-sample settings, model_from, GPU resources
 
 
+def test_non_integer_axial_factor_passes_to_the_stages(tmp_path):
+    write_tiff_without_voxel_size(tmp_path / "nometa.tif")
+    deploy(tmp_path, "sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\tsubsample\n"
+                     "d\tnometa.tif\t0.9\t0.2\t0.2\t\ne\tnometa.tif\t0.8\t0.2\t0.2\t4.5\n")
+    result = run_snakemake(tmp_path, "-n", "-p", "--configfile", "overlay.yaml", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--voxel-size 0.9 0.2 0.2" in result.stdout and "--subsample 4.5" in result.stdout
+
+
 def test_per_sample_settings_model_from_and_gpu_resources(tmp_path):
     samples = (
         "sample\tinput\tpsf_kind\tpsf_params\tmodel\tmodel_from\n"
