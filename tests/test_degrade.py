@@ -177,3 +177,12 @@ def test_subsample_axis_is_accurate_on_a_smooth_signal(sigma):
         subsampled_length(n, sigma, 2)) * sigma), atol=1e-4)
     with pytest.raises(ValueError, match="phase"):
         subsample_axis(data, sigma, phase=int(np.ceil(sigma)))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import isonet.degrade
+
+    result = doctest.testmod(isonet.degrade)
+    assert result.attempted > 15 and result.failed == 0
