@@ -185,4 +185,4 @@ def test_docstring_examples_run():
     import isonet.degrade
 
     result = doctest.testmod(isonet.degrade)
-    assert result.attempted > 15 and result.failed == 0
+    assert result.attempted >= 15 and result.failed == 0
