@@ -18,9 +18,8 @@ the integer-σ offset when ``den = 1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
