@@ -33,9 +33,9 @@ the axial PSF is nearly band-limited; it is sampled there with an interpolating 
 amplitude (3e-7 away from the ends), the Keys cubic's 8e-4
 (``tests/test_degrade.py::test_subsample_axis_is_accurate_on_a_smooth_signal``); on white noise
 blurred by a gaussian of σ 2 pixels it is 9e-5 of the signal's standard deviation (cubic 1e-2),
-at σ 1.5 pixels 1e-3 (cubic 3e-2), at 1 pixel 3e-2. An axial PSF narrower than that is sampled
-far below Nyquist by a step of several pixels. Positions that are whole samples are copied, not
-interpolated.
+at σ 1.5 pixels 1e-3 (cubic 3e-2), at 1 pixel 3e-2 (cubic 0.15); ``benchmarks/noninteger_sampling.py``
+prints these figures. An axial PSF narrower than that is sampled far below Nyquist by a step of
+several pixels. Positions that are whole samples are copied, not interpolated.
 """
 
 from __future__ import annotations
