@@ -35,6 +35,11 @@ def _opt_float(text: str):
     return None if text in ("", "none", "None", "null") else float(text)
 
 
+def _opt_factor(text: str):
+    """An axial factor σ >= 1 (``4``, ``4.5``), or None for the input's voxel-size ratio."""
+    return None if text in ("", "none", "None", "null") else _factor(text)
+
+
 def _checked(convert, test, expected: str):
     """An argparse type: ``convert(text)``, refused unless ``test(value)``; named after what it expects."""
 
@@ -54,6 +59,7 @@ def _checked(convert, test, expected: str):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _count = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_factor = _checked(float, lambda v: math.isfinite(v) and v >= 1, "a number >= 1")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
 
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", default="nuclei")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--pixel-size", type=_positive_float, default=0.2, help="isotropic voxel size of the phantom (µm)")
-    s.add_argument("--subsample", type=int, default=4)
+    s.add_argument("--subsample", type=_factor, default=4, help="axial step σ in phantom voxels (4, 4.5, ...)")
     s.add_argument("--psf-kind", default="gaussian")
     s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
     s.add_argument("--photons", type=float, default=200.0)
@@ -103,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input_zarr")
     s.add_argument("psf_npz")
     s.add_argument("out_npz")
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--n-patches", type=_positive_int, default=4000)
     s.add_argument("--patch-size", type=int, default=64)
     s.add_argument("--foreground-percentile", type=float, default=90.0)
@@ -154,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
 
     s = sub.add_parser("stitch", help="final OME-Zarr with pyramid (+ TIFF export)")
     s.add_argument("predicted_zarr")
@@ -230,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", default=None)
     s.add_argument("--iso-gt", default=None)
     s.add_argument("--gt-labels", default=None)
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
 

@@ -84,8 +84,8 @@ def write_tiff_without_voxel_size(path: Path) -> Path:
          "sample d: voxel_size_y: 'abc' is not of type 'number'"),
         ("sample\tinput\tvoxel_size_z\nd\tsynthetic\t1\n", {},
          "sample d: voxel size incomplete (voxel_size_z given)"),
-        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.5\t0.2\t0.2\n", {},
-         "sample d: voxel size ratio z/x = 0.5/0.2 = 2.5 is not an integer"),
+        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.1\t0.2\t0.2\n", {},
+         "sample d: voxel size ratio z/x = 0.1/0.2 = 0.5 is below 1"),
         ("sample\tinput\nd\tdata/missing.tif\n", {}, "sample d: input data/missing.tif does not exist"),
         ("sample\tinput\nd\tnometa.tif\n", {},
          "sample d: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"),
@@ -125,6 +125,15 @@ def test_valid_real_input_with_explicit_voxel_size_passes(tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # Many datasets: per-sample settings, model_from, GPU resources
+
+
+def test_non_integer_axial_factor_passes_to_the_stages(tmp_path):
+    write_tiff_without_voxel_size(tmp_path / "nometa.tif")
+    deploy(tmp_path, "sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\tsubsample\n"
+                     "d\tnometa.tif\t0.9\t0.2\t0.2\t\ne\tnometa.tif\t0.8\t0.2\t0.2\t4.5\n")
+    result = run_snakemake(tmp_path, "-n", "-p", "--configfile", "overlay.yaml", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--voxel-size 0.9 0.2 0.2" in result.stdout and "--subsample 4.5" in result.stdout
 
 
 def test_per_sample_settings_model_from_and_gpu_resources(tmp_path):

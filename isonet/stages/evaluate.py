@@ -37,7 +37,7 @@ def _crop_to(reference: np.ndarray, shape, path) -> np.ndarray:
 
 def evaluate_stage(
     input_zarr, restored_zarr, restored_labels_zarr, out_json, out_md, gt=None, iso_gt=None, gt_labels=None,
-    subsample: int | None = None, min_distance: int = 5, min_size: int = 64,
+    subsample: float | None = None, min_distance: int = 5, min_size: int = 64,
 ) -> dict:
     """Write ``metrics.json`` and a markdown table comparing restoration and cubic upsampling.
 
@@ -104,7 +104,7 @@ def _stored_provenance(restored_zarr) -> dict | None:
 
 def metrics_markdown(metrics: dict) -> str:
     """A small markdown report of :func:`evaluate_stage`'s metrics."""
-    lines = [f"# Evaluation (axial factor {metrics['factor']}, restored grid {tuple(metrics['restored_shape'])})", ""]
+    lines = [f"# Evaluation (axial factor {metrics['factor']:.8g}, restored grid {tuple(metrics['restored_shape'])})", ""]
     if metrics["psnr"]:
         lines += ["PSNR (dB, after affine intensity fit)", "", "| reference | restored | cubic upsampling |", "|---|---|---|"]
         for ref, row in metrics["psnr"].items():

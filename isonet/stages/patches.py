@@ -91,7 +91,7 @@ def patches_stage(
     input_zarr,
     psf_npz,
     out_npz,
-    subsample: int | None = None,
+    subsample: float | None = None,
     n_patches: int = 4000,
     patch_size: int = 64,
     foreground_percentile: float = 90.0,
@@ -140,10 +140,11 @@ def patches_stage(
         )
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
     z, height, width = (int(s) for s in volume.shape)
-    if min(height, width) < patch_size + factor:
+    need = patch_size + math.ceil(factor)
+    if min(height, width) < need:
         raise InputError(
             f"{input_zarr}: lateral planes of {height} x {width} pixels are too small for patch_size {patch_size} "
-            f"at axial factor {factor} (each side needs at least {patch_size + factor}); "
+            f"at axial factor {factor:.8g} (each side needs at least {need}); "
             "lower patches.patch_size or use a larger image"
         )
     kernel = load_kernel(psf_npz)
@@ -170,7 +171,7 @@ def patches_stage(
     threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
     train_idx, val_idx = split_planes(len(planes), validation_fraction)
     logger.info(
-        "patches: %d planes of %s (%d held out for validation), factor %d, normalisation [%.4g, %.4g], "
+        "patches: %d planes of %s (%d held out for validation), factor %.8g, normalisation [%.4g, %.4g], "
         "foreground > %.3f",
         len(planes), planes[0].shape, len(val_idx), factor, norm.low, norm.high, threshold,
     )

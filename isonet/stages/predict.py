@@ -25,7 +25,7 @@ from isonet.errors import InputError
 from isonet.modelfile import load_model
 from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block, tta_flips
-from isonet.stages.common import Progress, axial_factor, check_output_path
+from isonet.stages.common import Progress, axial_factor, check_output_path, isotropic_voxel_size, same_factor
 from isonet.storage import WRITE_CONFIG, create_ome_zarr, naming_path, read_ome_zarr
 from isonet.train import pick_device, use_deterministic_torch
 
@@ -49,7 +49,7 @@ def predict_stage(
     workers: int = 1,
     threads: int | None = None,
     compression_level: int = 3,
-    subsample: int | None = None,
+    subsample: float | None = None,
     tta: bool = False,
 ) -> dict:
     """Restore ``input_zarr`` with the model at ``model_path`` into the OME-Zarr ``output_zarr``.
@@ -66,8 +66,9 @@ def predict_stage(
         How the xz and yz restorations are combined.
     workers : int
         Blocks computed at once (dask threads); torch uses ``threads // workers`` threads each.
-    subsample : int, optional
-        Axial factor; default from the input's voxel sizes. Must equal the model's.
+    subsample : float, optional
+        Axial factor σ, not necessarily an integer; default from the input's voxel sizes. Must
+        equal the model's (within a relative 1e-6).
     tta : bool
         Test-time augmentation: also restore every slice flipped along the axes on which the
         model's training kernel is symmetric (``commuting_flips`` of its PSF) and average; up to
@@ -85,9 +86,9 @@ def predict_stage(
         )
     model, meta = load_model(model_path)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
-    if factor != meta["factor"]:
+    if not same_factor(factor, meta["factor"]):
         raise InputError(
-            f"{input_zarr}: axial factor {factor} differs from the model's ({meta['factor']}, {model_path}); "
+            f"{input_zarr}: axial factor {factor:.8g} differs from the model's ({meta['factor']:.8g}, {model_path}); "
             "use a model trained on data with the same z step"
         )
     dev = pick_device(device)
@@ -99,7 +100,7 @@ def predict_stage(
     block = tuple(min(_round_up(b, c), _round_up(s, c)) for b, c, s in zip(block, chunks, out_shape))
     halo = int(meta["halo"]) + 4  # receptive radius + cubic support (2 input planes), on the size grid
     halo = _round_up(halo, m)
-    out_vs = (voxel_size[0] / factor, voxel_size[1], voxel_size[2])
+    out_vs = isotropic_voxel_size(voxel_size, factor)
     norm = meta["normalization"]
     flips = tta_flips((meta.get("psf") or {}).get("commuting_flips", ())) if tta else ()
 
@@ -142,7 +143,7 @@ def predict_stage(
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
     logger.info(
-        "predict: %s -> %s voxels %s µm, factor %d, %d blocks of %s (%d to do), halo %d, %s on %s, %s",
+        "predict: %s -> %s voxels %s µm, factor %.8g, %d blocks of %s (%d to do), halo %d, %s on %s, %s",
         source.shape, out_shape, tuple(round(v, 5) for v in out_vs), factor, len(blocks), block, len(todo), halo,
         prec, dev, combine,
     )

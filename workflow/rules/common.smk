@@ -145,15 +145,14 @@ def _file_voxel_size(path, where):
 
 
 def _axial_factor_problem(voxel_size):
-    vz, vy, vx = voxel_size
-    if abs(vy - vx) > 1e-3 * vx:
-        return f"lateral voxel sizes differ (y {vy} µm, x {vx} µm)"
-    ratio = vz / vx
-    if ratio < 0.99 or abs(ratio - round(ratio)) > 1e-2 * ratio:
-        return (
-            f"voxel size ratio z/x = {vz}/{vx} = {ratio:.4g} is not an integer; "
-            "set subsample for this sample"
-        )
+    """Why the stages would refuse the axial factor of this voxel size, or None."""
+    from isonet.errors import InputError
+    from isonet.stages.common import axial_factor
+
+    try:
+        axial_factor(voxel_size, source="voxel size")
+    except InputError as err:
+        return str(err).removeprefix("voxel size: ")
     return None
 
 
