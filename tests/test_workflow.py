@@ -298,6 +298,8 @@ def test_catalog_test_config_runs_in_a_clean_shell(tmp_path):
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["psnr"]["gt"]["restored"] > 0 and 0 <= metrics["seg"]["restored"] <= 1, metrics
     assert (results / "restored.tif").is_file() and (results / "report" / "orthoviews.png").is_file()
+    assert json.loads((results / "labels.json").read_text())["n_objects"] > 0
+    assert (results / "restored.ome.zarr" / "labels" / "nuclei" / "zarr.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------
@@ -325,13 +327,13 @@ def test_tiny_run_outputs(tiny_run):
     assert restored_vs == pytest.approx((input_vs[2],) * 3)  # isotropic
     levels = [read_ome_zarr(results / "restored.ome.zarr", level)[0].shape for level in range(TINY["stitch"]["pyramid_levels"])]
     assert len(levels) == 2 and all(b <= a for a, b in zip(levels[0], levels[1])) and levels[1] != levels[0]
-    labels, labels_vs = read_ome_zarr(results / "labels.ome.zarr")
+    labels, labels_vs = read_ome_zarr(results / "restored.ome.zarr" / "labels" / "nuclei")  # NGFF labels of the image
     assert labels.shape == restored.shape and labels_vs == pytest.approx(restored_vs)
     assert np.asarray(labels[:]).max() > 0
     assert (results / "restored.tif").is_file()
     from isonet.stages.verify import verify_store
 
-    for store in ("input.ome.zarr", "predict/predicted.ome.zarr", "restored.ome.zarr", "labels.ome.zarr"):
+    for store in ("input.ome.zarr", "predict/predicted.ome.zarr", "restored.ome.zarr", "restored.ome.zarr/labels/nuclei"):
         report = verify_store(results / store, log=lambda m: None)  # every chunk stored and checksummed
         assert (report["problems"], report["absent"], report["unchecksummed"]) == ([], 0, []), report
     metrics = json.loads((results / "metrics.json").read_text())

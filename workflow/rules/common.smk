@@ -16,6 +16,7 @@ from isonet import samples as sample_sheet
 
 SAMPLE_NAME = sample_sheet.SAMPLE_NAME
 SCHEMAS = Path(workflow.basedir) / "schemas"
+LABELS = "labels/nuclei"  # the segmentation, as NGFF labels inside restored.ome.zarr
 
 
 wildcard_constraints:
@@ -162,7 +163,7 @@ def evaluate_inputs(wildcards):
     return {
         "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
         "restored": f"{RESULTS}/{wildcards.sample}/restored.ome.zarr",
-        "labels": f"{RESULTS}/{wildcards.sample}/labels.ome.zarr",
+        "labels": f"{RESULTS}/{wildcards.sample}/labels.json",
         **ground_truth(wildcards.sample),
     }
 
@@ -233,7 +234,7 @@ def all_outputs():
     for s in SAMPLES:
         out += [
             f"{RESULTS}/{s}/restored.ome.zarr",
-            f"{RESULTS}/{s}/labels.ome.zarr",
+            f"{RESULTS}/{s}/labels.json",
             f"{RESULTS}/{s}/report/orthoviews.png",
         ]
         if sample_settings(s, "stitch")["export_tiff"]:
