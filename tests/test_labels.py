@@ -49,6 +49,14 @@ def test_segment_writes_labels_of_the_image_that_validate_as_ngff_labels(tmp_pat
     # as many levels as the image (not pyramid_levels): ome-zarr-models checks that too
     assert len(label.ome_attributes.multiscales[0].datasets) == 3
 
+    # ome-zarr-py (napari-ome-zarr's reader) finds the image, its labels group and the label image
+    reader = pytest.importorskip("ome_zarr.reader")
+    from ome_zarr.io import parse_url
+
+    nodes = list(reader.Reader(parse_url(str(image)))())
+    kinds = [type(spec).__name__ for node in nodes for spec in node.specs]
+    assert {"Multiscales", "Labels", "Label"} <= set(kinds), kinds
+
     labels, labels_vs = read_ome_zarr(image / "labels" / "nuclei")
     assert labels.shape == (16, 32, 32) and labels_vs == pytest.approx(VS)
     values = np.asarray(labels[:])
