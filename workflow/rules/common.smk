@@ -11,6 +11,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+try:
+    import isonet
+except ImportError:
+    # Snakemake installed without isonet (e.g. to run with --sdm conda, where the jobs get
+    # isonet from workflow/envs/isonet.yaml): the sample-sheet module is read from this checkout.
+    # It needs only PyYAML and jsonschema, which Snakemake brings.
+    sys.path.insert(0, str(Path(workflow.basedir).parent))
 from isonet.errors import InputError
 from isonet import samples as sample_sheet
 
