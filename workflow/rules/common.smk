@@ -38,9 +38,9 @@ def isonet_path_prefix():
     """Shell prefix putting the bin directory of the Python that runs Snakemake first on PATH.
 
     Rules call `isonet`; run as `.venv/bin/snakemake` with nothing activated, that is the
-    venv's. With --sdm conda or apptainer the job's environment provides its own isonet, and
-    Snakemake puts this prefix inside the environment's activation, so nothing is prepended
-    there. SLURM jobs run Snakemake on the node with the same interpreter (shared file system),
+    venv's. With --sdm conda or apptainer the job's environment provides its own isonet;
+    Snakemake runs this prefix after activating that environment, so a prepended PATH would
+    shadow the environment's isonet, and nothing is prepended. SLURM jobs run Snakemake on the node with the same interpreter (shared file system),
     so they get the same prefix.
     """
     prefix = "set -euo pipefail; "
