@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="nuclei segmentation (intermodes + EDT watershed)")
     s.add_argument("image_zarr")
-    s.add_argument("labels_zarr")
+    s.add_argument("labels_zarr", help="output: <image_zarr>/labels/<name> writes NGFF labels of the image "
+                   "(what the workflow does); any other path a separate OME-Zarr")
     s.add_argument("--summary-json", default=None)
     s.add_argument("--threshold", type=_opt_float, default=None)
     s.add_argument("--min-distance", type=int, default=5)

@@ -7,6 +7,7 @@ from isonet.storage.omezarr import (
     PYRAMID_BLOCK_BYTES,
     SPATIAL_AXES,
     build_pyramid,
+    create_labels,
     create_ome_zarr,
     read_ome_zarr,
     write_ome_zarr_metadata,
@@ -18,7 +19,7 @@ from isonet.storage.voxels import check_voxel_size
 __all__ = [
     "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "WRITE_CONFIG",
     "ZARR_SUFFIXES", "CheckedArray", "SqueezedArray", "atomic_path", "build_pyramid", "check_voxel_size",
-    "create_ome_zarr", "export_tiff", "naming_path", "open_volume", "read_ome_zarr", "read_planes", "write_json",
+    "create_labels", "create_ome_zarr", "export_tiff", "naming_path", "open_volume", "read_ome_zarr", "read_planes", "write_json",
     "write_ome_zarr_metadata",
     "write_text",
 ]

@@ -7,7 +7,9 @@ a stage with one line naming the store, the array and the chunk key.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import zarr
 import zarr.codecs
 
 from isonet.errors import InputError
+from isonet.storage.atomic import atomic_path, write_json
 from isonet.storage.integrity import (
     WRITE_CONFIG,
     CheckedArray,
@@ -168,6 +171,79 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
     )
     write_ome_zarr_metadata(group, vs, 1, name=name, provenance=dict(provenance or {}))
     return group, level0
+
+
+@contextlib.contextmanager
+def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int], chunks: Sequence[int],
+                  voxel_size: Sequence[float], dtype: Any = np.int32, compression_level: int = 3,
+                  provenance: dict | None = None) -> Iterator[zarr.Array]:
+    """Write a label image of an OME-Zarr image as NGFF labels: ``<image_path>/labels/<name>``.
+
+    The label image is an OME-Zarr image of its own (checksummed like :func:`create_ome_zarr`)
+    with as many resolution levels as the image (nearest-neighbour downsampling, factor 2),
+    ``image-label`` metadata pointing at the image, and is listed in the image's ``labels`` group
+    (NGFF 0.5), so viewers (napari-ome-zarr, ome-zarr-py) overlay it on the image as a labels
+    layer. It is written under a temporary name and moved into place when the ``with`` block
+    ends cleanly (an existing label image of that name is replaced); the listing is updated
+    after. The image is not changed: its arrays and attributes stay, and so does the
+    modification time of its directory (make-like tools such as Snakemake would otherwise take
+    the image for newer than what was made from it).
+
+    Parameters
+    ----------
+    image_path : str or path
+        The OME-Zarr image the labels annotate.
+    name : str
+        Name of the label image, e.g. ``"nuclei"``.
+    shape, chunks, voxel_size, dtype, compression_level, provenance
+        As for :func:`create_ome_zarr`; ``shape`` and ``voxel_size`` are those of the image's level 0.
+
+    Yields
+    ------
+    level0 : zarr.Array
+        The full-resolution label array, to fill inside the ``with`` block.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> image = Path(tempfile.mkdtemp()) / "image.ome.zarr"
+    >>> _ = create_ome_zarr(image, (2, 4, 4), "uint16", (2, 4, 4), (1.0, 0.5, 0.5))
+    >>> with create_labels(image, "cells", (2, 4, 4), (2, 4, 4), (1.0, 0.5, 0.5)) as labels:
+    ...     labels[:] = 1
+    >>> zarr.open_group(image / "labels").attrs["ome"]["labels"]
+    ['cells']
+    >>> zarr.open_group(image / "labels" / "cells").attrs["ome"]["image-label"]
+    {'source': {'image': '../../'}}
+    """
+    image_path = Path(image_path)
+    multiscale = None
+    if (image_path / "zarr.json").is_file():
+        multiscale = _multiscale_of(dict(zarr.open_group(image_path, mode="r").attrs))
+    if multiscale is None:
+        raise InputError(f"{image_path}: not an OME-Zarr image (no multiscales); labels annotate an image store")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"label name {name!r}: letters, digits, _ . - only")
+    image_times = os.stat(image_path)
+    labels_dir = image_path / "labels"
+    if not labels_dir.is_dir():  # the only change to the image's directory: undo its mtime at once
+        labels_dir.mkdir()
+        os.utime(image_path, ns=(image_times.st_atime_ns, image_times.st_mtime_ns))
+    try:
+        with atomic_path(labels_dir / name) as tmp:
+            _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size, name=name,
+                                        compression_level=compression_level, provenance=provenance)
+            yield level0
+            build_pyramid(tmp, n_levels=len(multiscale["datasets"]), method="nearest")
+            group = zarr.open_group(tmp, mode="r+", zarr_format=3)
+            group.update_attributes({"ome": {**group.attrs["ome"], "image-label": {"source": {"image": "../../"}}}})
+        names = []
+        if (labels_dir / "zarr.json").is_file():
+            names = list(zarr.open_group(labels_dir, mode="r").attrs.get("ome", {}).get("labels", []))
+        names += [name] if name not in names else []
+        write_json(labels_dir / "zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": {
+            "ome": {"version": NGFF_VERSION, "labels": names}}})
+    finally:
+        os.utime(image_path, ns=(image_times.st_atime_ns, image_times.st_mtime_ns))
 
 
 def _multiscale_of(attrs: dict) -> dict | None:

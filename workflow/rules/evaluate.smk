@@ -15,10 +15,11 @@ rule evaluate:
         mem_mb=rule_mem_mb("evaluate"),
         runtime=rule_runtime("evaluate"),
     params:
+        labels=lambda wildcards, input: shlex.quote(f"{input.restored}/{LABELS}"),
         gt=evaluate_gt_args,
         subsample=subsample_arg,
         c=settings("segment"),
     shell:
-        "isonet evaluate {input.zarr:q} {input.restored:q} {input.labels:q} {output.json:q}"
+        "isonet evaluate {input.zarr:q} {input.restored:q} {params.labels} {output.json:q}"
         " {output.md:q} {params.gt} {params.subsample} --min-distance {params.c[min_distance]}"
         " --min-size {params.c[min_size]} > {log:q} 2>&1"
