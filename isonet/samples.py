@@ -396,7 +396,7 @@ def axial_factor_problem(voxel_size: tuple[float, float, float]) -> str | None:
     --------
     >>> axial_factor_problem((0.8, 0.2, 0.2)) is None, axial_factor_problem((0.9, 0.2, 0.2)) is None
     (True, True)
-    >>> axial_factor_problem((0.1, 0.2, 0.2))[:40]
+    >>> axial_factor_problem((0.1, 0.2, 0.2))[:41]
     'voxel size ratio z/x = 0.1/0.2 = 0.5 is b'
     """
     from isonet.stages.common import axial_factor

@@ -141,7 +141,7 @@ def test_cross_checks_list_every_problem(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tifffile.imwrite("nometa.tif", np.zeros((8, 16, 16), np.uint16), photometric="minisblack")
     tifffile.imwrite("meta.tif", np.zeros((8, 16, 16), np.uint16), imagej=True, resolution=(1 / 0.2, 1 / 0.2),
-                     metadata={"spacing": 0.5, "unit": "um"})
+                     metadata={"spacing": 0.1, "unit": "um"})
     problems = problems_of(tmp_path, (
         "sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\tmodel_from\tgt\tpsf_kind\tmodel\n"
         "a\tmissing.tif\t\t\t\t\t\t\t\n"
@@ -156,8 +156,9 @@ def test_cross_checks_list_every_problem(tmp_path, monkeypatch):
         "sample b: gt gt.tif does not exist",
         "sample b: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"
         " (µm) in the sample sheet",
-        "sample c: voxel size ratio z/x = 0.5/0.2 = 2.5 is not an integer; set subsample for this sample",
-        "sample d: lateral voxel sizes differ (y 0.2 µm, x 0.3 µm)",
+        "sample c: voxel size ratio z/x = 0.1/0.2 = 0.5 is below 1, so z is sampled more finely than x and there is"
+        " nothing to restore; check the voxel sizes (z y x) or set subsample: for this sample",
+        "sample d: lateral voxel sizes differ (y 0.2 µm, x 0.3 µm); resample to square pixels first",
         "sample d: model_from 'c' takes its model from another sample; name the sample that trains the model",
         "sample e: model_from names the sample itself",
         "sample e: train.model is set both by the sample sheet column model and by overrides; set it in one place",
