@@ -125,7 +125,8 @@ def _check_complete(tif: tifffile.TiffFile, series: Any, complaints: list[str], 
             )
 
 
-def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+def _open_tiff_series(path: Path) -> tuple[tifffile.TiffFile, Any, Any, Callable[[], None]]:
+    """The file, its first series and that series' pixels as a lazy array in the series' axes."""
     tif = None
     with _tifffile_complaints() as complaints:
         try:
@@ -150,7 +151,6 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         _check_complete(tif, series, complaints.messages, path)
         for message in complaints.messages:
             logger.warning("%s: tifffile: %s", path, message)
-        voxel_size = _tiff_voxel_size(tif)
         if series.dataoffset is not None and series.transform is None and series.dtype is not None:
             # uncompressed and contiguous: map the file, the OS pages in only what is sliced
             dtype = np.dtype(tif.byteorder + series.dtype.char)
@@ -158,7 +158,7 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         else:
             stores.append(series.aszarr(level=0))
             array = zarr.open_array(stores[0], mode="r")
-        return _squeeze_to_zyx(array, series.axes, path), voxel_size, close
+        return tif, series, array, close
     except InputError:
         close()
         raise
@@ -167,6 +167,15 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         raise InputError(
             f"{path}: cannot read the TIFF image data ({_one_line(err)}); check that the file is complete"
         ) from err
+
+
+def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+    tif, series, array, close = _open_tiff_series(path)
+    try:
+        return _squeeze_to_zyx(array, series.axes, path), _tiff_voxel_size(tif), close
+    except Exception:
+        close()
+        raise
 
 
 def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,
