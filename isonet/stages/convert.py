@@ -26,13 +26,14 @@ import zarr
 
 import isonet
 from isonet.errors import InputError
-from isonet.stages.common import check_output_path
+from isonet.stages.common import check_output_path, time_step_of
 from isonet.storage import (
     atomic_path,
     build_pyramid,
     channel_axis,
     check_voxel_size,
     create_ome_zarr,
+    omero_channels,
     open_hyperstack,
     open_volume,
     read_planes,
@@ -253,32 +254,6 @@ def _selection(wanted: Sequence[int | str] | None, n: int, what: str, names: Seq
     return chosen
 
 
-def _time_step(increment: float | None, times: Sequence[int], say: Callable[[str], None]) -> float | None:
-    """Seconds between the kept time points: evenly spaced ones keep a step, others have none."""
-    steps = {b - a for a, b in zip(times, times[1:])}
-    if increment is None or not times:
-        return None
-    if len(times) == 1:
-        return increment
-    if len(steps) == 1 and steps.pop() > 0:
-        return increment * (times[1] - times[0])
-    say(f"convert: time points {list(times)} are not evenly spaced in increasing order; the t axis has no time step")
-    return None
-
-
-_COLORS = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
-
-
-def _omero(names: Sequence[str], ranges: Sequence[tuple[float, float]]) -> dict:
-    channels = []
-    for i, (name, (low, high)) in enumerate(zip(names, ranges)):
-        channels.append({
-            "label": name, "color": _COLORS[i % len(_COLORS)], "active": True,
-            "window": {"min": float(low), "max": float(high), "start": float(low), "end": float(high)},
-        })
-    return {"channels": channels}
-
-
 def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[int],
                         voxel_size: Sequence[float] | None, compression_level: int, n_levels: int,
                         say: Callable[[str], None], channels: Sequence[int | str] | None,
@@ -306,7 +281,7 @@ def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[i
         )
     keep_t = "T" in stack.axes and stack.n_times > 1
     keep_c = "C" in stack.axes and stack.n_channels > 1
-    time_step = _time_step(acquisition.time_increment_s, times, say)
+    time_step = time_step_of(acquisition.time_increment_s, times, say)
     leading = ([time_axis(time_step)] if keep_t else []) + ([channel_axis()] if keep_c else [])
     lead_shape = ((len(times),) if keep_t else ()) + ((len(chans),) if keep_c else ())
     shape = lead_shape + spatial
@@ -349,7 +324,7 @@ def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[i
                 )
             ranges.append((low.item(), high.item()))
         write_ome_zarr_metadata(zarr.open_group(tmp, mode="r+"), voxel_size, 1, leading_axes=leading,
-                                omero=_omero([names[c] for c in chans], ranges))
+                                omero=omero_channels([names[c] for c in chans], ranges))
         level_shapes = build_pyramid(tmp, n_levels=n_levels, log=lambda m: say(f"convert: {m}"))
     return {
         "input": str(input_path), "output": str(output_path), "shape": shape, "dtype": str(dtype),

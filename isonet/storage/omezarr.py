@@ -72,6 +72,26 @@ def channel_axis() -> dict:
     return {"name": "c", "type": "channel", "scale": 1.0}
 
 
+_COLORS = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
+
+
+def omero_channels(names: Sequence[str], ranges: Sequence[tuple[float, float]]) -> dict:
+    """NGFF ``omero`` metadata naming the channels, each with a display window over its data range.
+
+    Examples
+    --------
+    >>> omero_channels(["GFP"], [(0, 100)])["channels"][0]["label"]
+    'GFP'
+    """
+    channels = []
+    for i, (name, (low, high)) in enumerate(zip(names, ranges)):
+        channels.append({
+            "label": name, "color": _COLORS[i % len(_COLORS)], "active": True,
+            "window": {"min": float(low), "max": float(high), "start": float(low), "end": float(high)},
+        })
+    return {"channels": channels}
+
+
 def _axis_entry(axis: dict) -> dict:
     return {k: v for k, v in axis.items() if k in ("name", "type", "unit")}
 
@@ -351,6 +371,27 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0, t: int | None = None,
     if t is None and c is None:
         return array, voxel_size
     return IndexedView(array, _volume_index(multiscale, array.shape, t, c, path)), voxel_size
+
+
+def image_axes(path: str | os.PathLike) -> list[str]:
+    """Axis names of an OME-Zarr image (``["t", "c", "z", "y", "x"]``); ``["z", "y", "x"]`` for a 3D array.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_ome_zarr`, or when the metadata do not name one axis per dimension.
+    """
+    array, _ = read_ome_zarr(path)
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception:  # a plain array
+        attrs = {}
+    axes = (_multiscale_of(attrs) or {}).get("axes") or ([{"name": a} for a in SPATIAL_AXES] if array.ndim == 3 else [])
+    names = [str(a.get("name") if isinstance(a, dict) else a).lower() for a in axes]
+    if len(names) != array.ndim:
+        raise InputError(f"{path}: metadata name {len(names)} axes for an image of {array.ndim} dimensions; "
+                         "convert the image again with `isonet convert`")
+    return names
 
 
 def _volume_index(multiscale: dict, shape: Sequence[int], t: int | None, c: int | None,

@@ -17,7 +17,7 @@ import zarr.codecs
 
 from isonet.errors import InputError
 from isonet.storage.atomic import atomic_path
-from isonet.storage.axes import _squeeze_to_zyx
+from isonet.storage.axes import AxesView, _squeeze_to_zyx
 from isonet.storage.voxels import (
     _length_in_um,
     _one_line,
@@ -245,4 +245,65 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, byteorder="<", **options) as writer:
             writer.write(planes(), shape=shape, dtype=dtype, photometric="minisblack", **write_options)
+    return path
+
+
+def export_hyperstack_tiff(array: Any, axes: Sequence[str], path: str | os.PathLike, voxel_size: Sequence[float],
+                           time_step_s: float | None = None, chunk_planes: int = 64) -> Path:
+    """Write an image with t and/or c axes as an ImageJ hyperstack TIFF, slab by slab, atomically.
+
+    Fiji opens the file as one multi-channel time-lapse (``TZCYX``) with its µm calibration and
+    frame interval. Memory holds ``chunk_planes`` planes of every channel of one time point.
+
+    Parameters
+    ----------
+    array : array-like
+        Numpy-sliceable, axes ``axes`` (e.g. ``(t, c, z, y, x)``).
+    axes : sequence of str
+        Axis names of ``array`` among ``t``, ``c``, ``z``, ``y``, ``x`` (z, y, x last).
+    path : str or path
+        Destination ``.tif``.
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in µm.
+    time_step_s : float, optional
+        Seconds between time points (ImageJ ``finterval``).
+    chunk_planes : int
+        z-planes read per slab.
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    InputError
+        A dtype ImageJ cannot hold (uint8, uint16, float32 only).
+    """
+    path = Path(path)
+    vz, vy, vx = check_voxel_size(voxel_size, path)
+    names = [str(a).lower() for a in axes]
+    if names[-3:] != ["z", "y", "x"] or not set(names[:-3]) <= {"t", "c"} or len(names) != array.ndim:
+        raise ValueError(f"axes {names} must be some of t, c followed by z, y, x, one per axis of {array.shape}")
+    letters = "".join(names).upper()
+    view = AxesView(array, letters)
+    n_t, n_c, n_z = view.shape[:3]
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    if np.dtype(dtype.newbyteorder("=")) not in IMAGEJ_DTYPES:
+        raise InputError(f"{path}: ImageJ hyperstacks cannot hold {dtype.name} data; convert to float32 first")
+
+    def planes() -> Iterator[np.ndarray]:  # ImageJ order: t, z, c
+        for t in range(n_t):
+            for z0 in range(0, n_z, chunk_planes):
+                slab = np.asarray(view[t, :, z0:min(z0 + chunk_planes, n_z)]).astype(dtype, copy=False)
+                for z in range(slab.shape[1]):
+                    yield from slab[:, z]
+
+    metadata: dict[str, Any] = {"axes": "TZCYX", "spacing": vz, "unit": "um"}
+    if time_step_s:
+        metadata.update(finterval=float(time_step_s), tunit="sec")
+    shape = (n_t, n_z, n_c) + tuple(view.shape[3:])
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp, byteorder="<", imagej=True, bigtiff=False) as writer:
+            writer.write(planes(), shape=shape, dtype=dtype, photometric="minisblack", resolution=(1.0 / vx, 1.0 / vy),
+                         metadata=metadata)
     return path
