@@ -268,3 +268,43 @@ def test_export_tiff_writes_an_imagej_hyperstack(tmp_path, converted, data):
         stack.close()
     with pytest.raises(ValueError, match="axes"):
         export_hyperstack_tiff(np.zeros((2, 3, 4, 5)), ["z", "t", "y", "x"], tmp_path / "x.tif", VOXEL)
+
+
+def test_cli_chain_one_model_per_channel_every_time_point_restored(tmp_path, converted, capsys):
+    """psf auto, patches over time points, train, predict per (t, c), assemble: a TCZYX restoration."""
+    w = tmp_path
+    parts = []
+    for c in range(C):
+        assert main(["psf", "--out-npz", str(w / f"psf{c}.npz"), "--out-json", str(w / f"psf{c}.json"), "--kind",
+                     "auto", "--from", str(converted), "--channel", str(c)]) == 0
+        assert main(["patches", str(converted), str(w / f"psf{c}.npz"), str(w / f"p{c}.npz"), "--channel", str(c),
+                     "--n-timepoints", "2", "--n-patches", "32", "--patch-size", "16"]) == 0
+        with np.load(w / f"p{c}.npz") as f:
+            meta = json.loads(str(f["meta"]))
+        assert meta["channel"] == c and meta["timepoints"] == [0, 2] and meta["factor"] == 4
+        assert main(["train", str(w / f"p{c}.npz"), str(w / f"psf{c}.json"), str(w / f"m{c}.safetensors"),
+                     str(w / f"curve{c}.tsv"), "--steps", "2", "--batch-size", "8", "--warmup-steps", "0",
+                     "--threads", "1"]) == 0
+        for t in range(T):
+            out = w / f"r_t{t}_c{c}.zarr"
+            assert main(["predict", str(converted), str(w / f"m{c}.safetensors"), str(out), "--channel", str(c),
+                         "--time", str(t), "--threads", "1"]) == 0
+            parts += ["--part", str(t), str(c), str(out)]
+    assert main(["predict", str(converted), str(w / "m0.safetensors"), str(w / "x.zarr")]) == 2
+    assert "predict needs a 3D OME-Zarr image" in capsys.readouterr().err
+    assert main(["assemble", str(converted), str(w / "restored.zarr"), *parts[:-4], "--levels", "2"]) == 2
+    assert "no restored volume for time point 2 of channel 1" in capsys.readouterr().err
+    assert main(["assemble", str(converted), str(w / "restored.zarr"), *parts, "--levels", "2",
+                 "--tiff", str(w / "restored.tif")]) == 0
+    group = zarr.open_group(w / "restored.zarr", mode="r")
+    multiscale = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["t", "c", "z", "y", "x"]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [30.0, 1.0, 0.2, 0.2, 0.2]
+    assert [ch["label"] for ch in group.attrs["ome"]["omero"]["channels"]] == list(NAMES)
+    assert group["0"].shape == (T, C, (Z - 1) * 4 + 1, Y, X)
+    for t in range(T):
+        for c in range(C):
+            np.testing.assert_array_equal(group["0"][t, c], read_ome_zarr(w / f"r_t{t}_c{c}.zarr")[0][:])
+    assert group.attrs["isonet"]["acquisition"]["channels"][1]["name"] == "mCherry"
+    with tifffile.TiffFile(w / "restored.tif") as tif:
+        assert tif.series[0].axes == "TZCYX" and tif.series[0].shape == (T, (Z - 1) * 4 + 1, C, Y, X)
