@@ -138,6 +138,17 @@ def test_imagej_hyperstack_and_ome_zarr_give_the_same_arrays_as_ome_tiff(tmp_pat
     assert summary["channels"] == list(NAMES)  # the OME-Zarr's omero labels
 
 
+def test_ome_zarr_with_bioformats2raw_ome_xml_gives_the_optics(tmp_path, data):
+    root = tmp_path / "run.zarr"
+    image = write_ngff_zarr(root / "0", data)
+    (root / "OME").mkdir()
+    (root / "OME" / "METADATA.ome.xml").write_text(ome_xml())
+    stack = open_hyperstack(image)
+    acquisition = stack.acquisition
+    assert (acquisition.na, acquisition.microscope, acquisition.voxel_size) == (1.1, "confocal", VOXEL)
+    assert acquisition.channel(1).emission_nm == 610.0 and acquisition.channel(1).name == "mCherry"
+
+
 def test_reading_one_volume_reads_no_other(ome_tiff, converted, data, monkeypatch):
     import tifffile.zarr
 

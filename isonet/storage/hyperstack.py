@@ -204,7 +204,25 @@ def _open_zarr_hyperstack(path: Path, axes: str | None) -> Hyperstack:
         declared = "".join(letters)  # type: ignore[arg-type]
     view = AxesView(array, declared)
     acquisition = _zarr_acquisition(attrs, ngff_axes, multiscale, voxel_size, view.shape[1])
+    xml = _bioformats2raw_xml(path)
+    if acquisition.source == "OME-Zarr" and xml is not None:
+        from_xml = acquisition_from_ome_xml(xml.read_text(encoding="utf-8", errors="replace"))
+        acquisition = dataclasses.replace(
+            from_xml, voxel_size=voxel_size or from_xml.voxel_size,
+            time_increment_s=acquisition.time_increment_s or from_xml.time_increment_s,
+            channels=tuple(dataclasses.replace(c, name=c.name or acquisition.channel(i).name)
+                           for i, c in enumerate(from_xml.channels)) or acquisition.channels,
+        )
     return Hyperstack(path, view, "".join(a for a in "TC" if a in declared), voxel_size, acquisition, lambda: None)
+
+
+def _bioformats2raw_xml(path: Path) -> Path | None:
+    """The OME-XML that bioformats2raw writes next to the images (``OME/METADATA.ome.xml``), if any."""
+    for root in (path, path.parent):
+        candidate = root / "OME" / "METADATA.ome.xml"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def open_hyperstack(path: str | os.PathLike, axes: str | None = None) -> Hyperstack:
