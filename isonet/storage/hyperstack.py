@@ -83,13 +83,9 @@ def _declared(axes: str | None, shape: tuple[int, ...], path: Path) -> str | Non
     return axes
 
 
-class AxesUnknownError(InputError):
-    """The file does not say what its axes are (the message says how to declare them)."""
-
-
 def _undeterminable(path: Path, shape: tuple[int, ...], axes: str | None) -> InputError:
     said = f" (read as {axes!r})" if axes else ""
-    return AxesUnknownError(
+    return InputError(
         f"{path}: cannot tell the axes of the image of shape {shape}{said}; declare them with "
         f"--axes (the `axes` column of the sample sheet), one letter per axis, e.g. --axes {'TCZYX'[5 - len(shape):]}"
         if 3 <= len(shape) <= 5 else
