@@ -8,6 +8,7 @@ import numbers
 import os
 import time
 from fractions import Fraction
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from isonet.degrade import exact_factor
@@ -167,3 +168,16 @@ class Progress:
                 f"{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %), "
                 f"{el:.0f} s elapsed, ETA {eta:.0f} s"
             )
+
+
+def time_step_of(increment: float | None, times: Sequence[int], say: Callable[[str], None]) -> float | None:
+    """Seconds between the kept time points: evenly spaced ones keep a step, others have none."""
+    steps = {b - a for a, b in zip(times, times[1:])}
+    if increment is None or not times:
+        return None
+    if len(times) == 1:
+        return increment
+    if len(steps) == 1 and steps.pop() > 0:
+        return increment * (times[1] - times[0])
+    say(f"time points {list(times)} are not evenly spaced in increasing order; the t axis has no time step")
+    return None

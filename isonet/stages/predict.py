@@ -51,6 +51,8 @@ def predict_stage(
     compression_level: int = 3,
     subsample: float | None = None,
     tta: bool = False,
+    channel: int | None = None,
+    time: int | None = None,
 ) -> dict:
     """Restore ``input_zarr`` with the model at ``model_path`` into the OME-Zarr ``output_zarr``.
 
@@ -73,12 +75,17 @@ def predict_stage(
         Test-time augmentation: also restore every slice flipped along the axes on which the
         model's training kernel is symmetric (``commuting_flips`` of its PSF) and average; up to
         4× the network time. Block-wise results stay identical to whole-volume ones.
+    channel, time : int, optional
+        For a time-lapse or multi-channel input: the volume to restore (one time point of one
+        channel); the output is that 3D volume (``isonet assemble`` gathers them into a
+        ``(t, c, z, y, x)`` image).
     """
     if threads:
         torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
     use_deterministic_torch()
     check_output_path(output_zarr, [input_zarr, model_path], store=True)
-    source, voxel_size = read_ome_zarr(input_zarr)
+    selected = {} if channel is None and time is None else {"t": time, "c": channel}
+    source, voxel_size = read_ome_zarr(input_zarr, **selected)
     if voxel_size is None or source.ndim != 3 or source.shape[0] < 2:
         raise InputError(
             f"{input_zarr}: predict needs a 3D OME-Zarr image with voxel sizes and at least 2 planes, got shape "
@@ -110,6 +117,7 @@ def predict_stage(
     model_sha256 = file_sha256(model_path)
     signature = {
         "input": str(Path(input_zarr).resolve()), "input_sha256": input_sha256, "model_sha256": model_sha256,
+        **selected,
         "shape": out_shape, "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
         "tta": [list(f) for f in flips],
     }
@@ -131,7 +139,7 @@ def predict_stage(
                  "batch_size": batch_size, "device": str(dev), "workers": workers, "threads": torch.get_num_threads(),
                  "factor": factor},
                 {"image": {"path": str(input_zarr), "sha256": input_sha256, "hash": "array_sha256",
-                           "shape": list(source.shape), "dtype": str(source.dtype)},
+                           "shape": list(source.shape), "dtype": str(source.dtype), **selected},
                  "model": {"path": str(model_path), "sha256": model_sha256,
                            "weights_sha256": meta.get("weights_sha256"), "training": meta.get("provenance")}},
             ),
