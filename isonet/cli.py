@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--uncertainty", default=None,
+                   help="also write the per-voxel disagreement of the xz and yz passes to this OME-Zarr")
 
     s = sub.add_parser("stitch", help="final OME-Zarr with pyramid (+ TIFF export)")
     s.add_argument("predicted_zarr")
@@ -234,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
 
+    s = sub.add_parser("assess", help="evidence without ground truth: resolution per axis, re-acquisition check, "
+                       "uncertainty summary -> quality.json")
+    s.add_argument("input_zarr")
+    s.add_argument("restored_zarr")
+    s.add_argument("psf_npz", help="the psf stage's psf.npz (the acquisition PSF)")
+    s.add_argument("out_json")
+    s.add_argument("--html", default=None, help="also write the tables as HTML (report)")
+    s.add_argument("--uncertainty", default=None, help="OME-Zarr from isonet predict --uncertainty")
+    s.add_argument("--uncertainty-png", default=None, help="orthogonal views of restoration and uncertainty (PNG)")
+    s.add_argument("--iso-gt", default=None, help="isotropic ground truth: its re-acquisition score is the reference")
+    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--block", type=_positive_int, default=128, help="side of the sampled blocks")
+    s.add_argument("--blocks", type=_positive_int, default=16, help="number of sampled blocks")
+    s.add_argument("--title", default=None)
+
     s = sub.add_parser("orthoviews", help="report figure: xy/xz/yz views of input, restoration and GT (PNG)")
     s.add_argument("out_png")
     s.add_argument("--input", required=True, help="converted input OME-Zarr")
@@ -290,7 +307,7 @@ def run(args: argparse.Namespace):
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
                              args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample, tta=args.tta)
+                             subsample=args.subsample, tta=args.tta, uncertainty_zarr=args.uncertainty)
     if c == "stitch":
         from isonet.stages.stitch import stitch_stage
 
@@ -340,6 +357,12 @@ def run(args: argparse.Namespace):
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
                               args.min_size)
+    if c == "assess":
+        from isonet.stages.assess import assess_stage
+
+        return assess_stage(args.input_zarr, args.restored_zarr, args.psf_npz, args.out_json, args.html,
+                            args.uncertainty, args.uncertainty_png, args.iso_gt, args.subsample, args.block,
+                            args.blocks, args.title)
     if c == "orthoviews":
         from isonet.stages.report import orthoviews_stage
 
