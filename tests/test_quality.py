@@ -107,7 +107,7 @@ def test_restore_block_disagreement_is_blockwise_exact_and_in_intensity_units():
     from isonet.patches import Normalization
     from isonet.predict import block_ranges, prepare_model, restore_block, restore_volume
 
-    net = prepare_model(build_network("isonet2", seed=0, zero_init=False), torch.device("cpu"))
+    net = prepare_model(build_network("isonet1", seed=0, zero_init=False), torch.device("cpu"))
     volume = (np.random.default_rng(0).random((5, 16, 12)) * 1000 + 100).astype(np.float32)
     norm = Normalization(100.0, 1100.0)
     halo = halo_for(net) + 4
@@ -140,7 +140,7 @@ def test_predict_uncertainty_store_and_assess_stage(tmp_path):
     _, level0 = create_ome_zarr(image, acquired.shape, np.float32, (4, 24, 24), (0.8, 0.2, 0.2))
     level0[:] = acquired
     model = tmp_path / "model.safetensors"
-    save_model(model, build_network("isonet2", seed=0, zero_init=False), "isonet2", 4,
+    save_model(model, build_network("isonet1", seed=0, zero_init=False), "isonet1", 4,
                Normalization(100.0, 300.0), dropout=0.2)
     predict_stage(image, model, tmp_path / "pred.ome.zarr", chunks=(16, 24, 24), block=(16, 24, 24),
                   uncertainty_zarr=tmp_path / "unc.ome.zarr")
