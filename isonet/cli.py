@@ -251,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blocks", type=_positive_int, default=16, help="number of sampled blocks")
     s.add_argument("--title", default=None)
 
+    s = sub.add_parser("export-bioimageio", help="package a model file as a BioImage Model Zoo model (spec 0.5 zip)")
+    s.add_argument("model")
+    s.add_argument("out_zip")
+    s.add_argument("--name", default=None)
+    s.add_argument("--author", action="append", default=None, help="author name (repeatable)")
+    s.add_argument("--validate", action="store_true",
+                   help="validate with bioimageio.spec and run the test tensors with bioimageio.core "
+                        "(needs the optional extra isonet[bioimageio])")
+
+    s = sub.add_parser("import-bioimageio", help="turn a package from export-bioimageio back into an isonet model file")
+    s.add_argument("package")
+    s.add_argument("model_out")
+
     s = sub.add_parser("orthoviews", help="report figure: xy/xz/yz views of input, restoration and GT (PNG)")
     s.add_argument("out_png")
     s.add_argument("--input", required=True, help="converted input OME-Zarr")
@@ -363,6 +376,23 @@ def run(args: argparse.Namespace):
         return assess_stage(args.input_zarr, args.restored_zarr, args.psf_npz, args.out_json, args.html,
                             args.uncertainty, args.uncertainty_png, args.iso_gt, args.subsample, args.block,
                             args.blocks, args.title)
+    if c == "export-bioimageio":
+        from isonet.stages.bioimageio import export_bioimageio_stage, validate_bioimageio_package
+
+        result = export_bioimageio_stage(args.model, args.out_zip, args.name, tuple(args.author or ("isonet user",)))
+        if args.validate:
+            result["validation"] = validate_bioimageio_package(args.out_zip)
+            print(result["validation"]["summary"])
+            if result["validation"]["status"] != "passed":
+                from isonet.errors import InputError
+
+                raise InputError(f"{args.out_zip}: bioimage.io validation {result['validation']['status']}; "
+                                 "see the summary above")
+        return result
+    if c == "import-bioimageio":
+        from isonet.stages.bioimageio import import_bioimageio_stage
+
+        return import_bioimageio_stage(args.package, args.model_out)
     if c == "orthoviews":
         from isonet.stages.report import orthoviews_stage
 
