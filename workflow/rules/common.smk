@@ -371,7 +371,8 @@ def assess_inputs(wildcards):
         "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
         "restored": f"{RESULTS}/{wildcards.sample}/restored.ome.zarr",
         "uncertainty": f"{RESULTS}/{wildcards.sample}/predict/uncertainty.ome.zarr",
-        "psf": f"{RESULTS}/{wildcards.sample}/psf/psf.npz",
+        # the PSF the model was trained for: a model is only valid for data acquired like that
+        "psf": f"{RESULTS}/{model_source(wildcards.sample)}/psf/psf.npz",
     }
     iso_gt = ground_truth(wildcards.sample).get("iso_gt")
     if iso_gt:
