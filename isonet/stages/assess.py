@@ -121,6 +121,8 @@ def assess_stage(input_zarr, restored_zarr, psf_npz, out_json, out_html=None, un
                 raise InputError(f"{iso_gt}: iso-GT of shape {tuple(reference.shape)} does not cover the restored grid "
                                  f"{tuple(restored.shape)}")
             checks["iso_gt"] = reacquisition_scores(reference, source, kernel, factor)
+            resolution["iso_gt"] = resolution_per_axis(reference, iso_vs, block=block, n_blocks=n_blocks)
+            quality["isotropy_ratio"]["iso_gt"] = resolution["iso_gt"]["isotropy_ratio"]
         finally:
             close()
     quality["reacquisition"] = checks
