@@ -122,7 +122,7 @@ def export_bioimageio_stage(model_path, out_zip, name: str | None = None, author
     out_zip : path
         Package to write (``.zip``).
     name : str, optional
-        Model name in the RDF.
+        Name of the dataset or model, used in the RDF's name ``isonet <name> axial factor <f>``.
     authors : sequence of str
         Author names.
     test_size : int
@@ -156,7 +156,7 @@ def export_bioimageio_stage(model_path, out_zip, name: str | None = None, author
     rdf = {
         "type": "model",
         "format_version": SPEC_VERSION,
-        "name": name or f"isonet {architecture} axial factor {meta['factor']}",
+        "name": f"isonet {name or architecture} axial factor {meta['factor']}",  # the spec wants >= 5 characters
         "description": "IsoNet 2D network restoring axial slices of anisotropic 3D fluorescence volumes; the "
                        "z-upsampling and the xz/yz passes happen outside the network (see README).",
         "authors": [{"name": a} for a in authors],
