@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -201,7 +202,9 @@ def export_bioimageio_stage(model_path, out_zip, name: str | None = None, author
         np.save(tmp / "test_input.npy", x)
         np.save(tmp / "test_output.npy", y.astype(np.float32))
         torch.save(net.state_dict(), tmp / "weights.pt")
-        torch.jit.script(net.eval()).save(str(tmp / "weights_torchscript.pt"))
+        with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript, which the model zoo still reads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.script(net.eval()).save(str(tmp / "weights_torchscript.pt"))
         shutil.copyfile(nets.__file__, tmp / "isonet_nets.py")
         (tmp / "README.md").write_text(_readme({**isonet_meta, "size_multiple": m}, architecture))
         (tmp / "rdf.yaml").write_text(_yaml(rdf) + "\n")
