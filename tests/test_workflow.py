@@ -281,7 +281,8 @@ def test_tiny_run_outputs(tiny_run):
         assert (results / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<table>" in (results / "report" / "metrics.html").read_text()
     quality = json.loads((results / "quality.json").read_text())
-    assert quality["isotropy_ratio"]["input"] < quality["isotropy_ratio"]["restored"], quality["isotropy_ratio"]
+    ratio = quality["isotropy_ratio"]  # the input's z has too few planes (8) for an estimate: None
+    assert ratio["restored"] > 0.8 and (ratio["input"] is None or ratio["input"] < ratio["restored"]), ratio
     assert set(quality["reacquisition"]) == {"restored", "cubic", "iso_gt"}
     assert (results / "report" / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert verify_store(results / "predict" / "uncertainty.ome.zarr", log=lambda m: None)["problems"] == []
