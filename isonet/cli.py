@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--channel", type=_count, default=None, help="time-lapse or multi-channel input: the channel")
     s.add_argument("--time", type=_count, default=None, help="time-lapse input: the time point")
+    s.add_argument("--uncertainty", default=None,
+                   help="also write the per-voxel disagreement of the xz and yz passes to this OME-Zarr")
 
     s = sub.add_parser("assemble", help="restored (time point, channel) volumes -> one TCZYX OME-Zarr (+ ImageJ TIFF)")
     s.add_argument("source_zarr", help="the converted input (its axes, time step and channel names)")
@@ -269,6 +271,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
 
+    s = sub.add_parser("assess", help="evidence without ground truth: resolution per axis, re-acquisition check, "
+                       "uncertainty summary -> quality.json")
+    s.add_argument("input_zarr")
+    s.add_argument("restored_zarr")
+    s.add_argument("psf_npz", help="the psf stage's psf.npz (the acquisition PSF)")
+    s.add_argument("out_json")
+    s.add_argument("--html", default=None, help="also write the tables as HTML (report)")
+    s.add_argument("--uncertainty", default=None, help="OME-Zarr from isonet predict --uncertainty")
+    s.add_argument("--uncertainty-png", default=None, help="orthogonal views of restoration and uncertainty (PNG)")
+    s.add_argument("--iso-gt", default=None, help="isotropic ground truth: its re-acquisition score is the reference")
+    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--block", type=_positive_int, default=128, help="side of the sampled blocks")
+    s.add_argument("--blocks", type=_positive_int, default=16, help="number of sampled blocks")
+    s.add_argument("--title", default=None)
+
+    s = sub.add_parser("export-bioimageio", help="package a model file as a BioImage Model Zoo model (spec 0.5 zip)")
+    s.add_argument("model")
+    s.add_argument("out_zip")
+    s.add_argument("--name", default=None)
+    s.add_argument("--author", action="append", default=None, help="author name (repeatable)")
+    s.add_argument("--validate", action="store_true",
+                   help="validate with bioimageio.spec and run the test tensors with bioimageio.core "
+                        "(needs the optional extra isonet[bioimageio])")
+
+    s = sub.add_parser("import-bioimageio", help="turn a package from export-bioimageio back into an isonet model file")
+    s.add_argument("package")
+    s.add_argument("model_out")
+
     s = sub.add_parser("orthoviews", help="report figure: xy/xz/yz views of input, restoration and GT (PNG)")
     s.add_argument("out_png")
     s.add_argument("--input", required=True, help="converted input OME-Zarr")
@@ -328,7 +358,8 @@ def run(args: argparse.Namespace):
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
                              args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample, tta=args.tta, channel=args.channel, time=args.time)
+                             subsample=args.subsample, tta=args.tta, channel=args.channel, time=args.time,
+                             uncertainty_zarr=args.uncertainty)
     if c == "assemble":
         from isonet.errors import InputError
         from isonet.stages.assemble import assemble_stage
@@ -392,6 +423,29 @@ def run(args: argparse.Namespace):
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
                               args.min_size)
+    if c == "assess":
+        from isonet.stages.assess import assess_stage
+
+        return assess_stage(args.input_zarr, args.restored_zarr, args.psf_npz, args.out_json, args.html,
+                            args.uncertainty, args.uncertainty_png, args.iso_gt, args.subsample, args.block,
+                            args.blocks, args.title)
+    if c == "export-bioimageio":
+        from isonet.stages.bioimageio import export_bioimageio_stage, validate_bioimageio_package
+
+        result = export_bioimageio_stage(args.model, args.out_zip, args.name, tuple(args.author or ("isonet user",)))
+        if args.validate:
+            result["validation"] = validate_bioimageio_package(args.out_zip)
+            print(result["validation"]["summary"])
+            if result["validation"]["status"] != "passed":
+                from isonet.errors import InputError
+
+                raise InputError(f"{args.out_zip}: bioimage.io validation {result['validation']['status']}; "
+                                 "see the summary above")
+        return result
+    if c == "import-bioimageio":
+        from isonet.stages.bioimageio import import_bioimageio_stage
+
+        return import_bioimageio_stage(args.package, args.model_out)
     if c == "orthoviews":
         from isonet.stages.report import orthoviews_stage
 

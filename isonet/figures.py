@@ -326,3 +326,83 @@ def metrics_html(metrics: Mapping[str, Any], title: str | None = None) -> str:
         parts.append("<p>No metrics: this dataset has no ground truth.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _um(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def quality_html(quality: Mapping[str, Any], title: str | None = None) -> str:
+    """A self-contained HTML page with the tables of ``quality.json`` (from ``isonet assess``).
+
+    Parameters
+    ----------
+    quality : mapping
+        ``{"resolution": {volume: {"fwhm_um": {z, y, x}, "isotropy_ratio"}}, "reacquisition":
+        {volume: {"psnr_db", "correlation", "worst_planes"}}, "uncertainty": {...},
+        "how_to_read": {section: sentence}}``; missing parts are left out.
+    title : str, optional
+        Page heading.
+
+    Returns
+    -------
+    page : str
+
+    Examples
+    --------
+    >>> page = quality_html({"resolution": {"input": {"fwhm_um": {"z": 3.4, "y": 1.3, "x": 1.3},
+    ...                                                "isotropy_ratio": 0.38}}})
+    >>> "<td>3.400</td>" in page and "<td>0.380</td>" in page
+    True
+    """
+    how = quality.get("how_to_read") or {}
+    parts = [
+        "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title or 'quality')}</title>",
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:0.5em}"
+        "td,th{border:1px solid #bbb;padding:3px 10px;text-align:right}th{background:#eee}"
+        "p.read{color:#444;max-width:50em}</style>",
+        "</head><body>",
+    ]
+    if title:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+
+    def explain(key):
+        if key in how:
+            parts.append(f"<p class='read'>{html.escape(how[key])}</p>")
+
+    resolution = quality.get("resolution") or {}
+    if resolution:
+        parts.append("<h3>Resolution (FWHM, µm) and isotropy</h3><table><tr><th>volume</th><th>z</th><th>y</th>"
+                     "<th>x</th><th>isotropy ratio</th></tr>")
+        for name, row in resolution.items():
+            fwhm = row.get("fwhm_um") or {}
+            parts.append(f"<tr><th>{html.escape(str(name))}</th>"
+                         + "".join(f"<td>{_um(fwhm.get(a))}</td>" for a in "zyx")
+                         + f"<td>{_um(row.get('isotropy_ratio'))}</td></tr>")
+        parts.append("</table>")
+        explain("resolution")
+        explain("isotropy_ratio")
+    checks = quality.get("reacquisition") or {}
+    if checks:
+        parts.append("<h3>Re-acquisition check</h3><table><tr><th>volume</th><th>PSNR (dB)</th><th>correlation</th>"
+                     "<th>worst acquired planes</th></tr>")
+        for name, row in checks.items():
+            worst = ", ".join(str(k) for k in row.get("worst_planes", []))
+            parts.append(f"<tr><th>{html.escape(str(name))}</th><td>{_cell(row.get('psnr_db'))}</td>"
+                         f"<td>{_cell(row.get('correlation'))}</td><td>{html.escape(worst)}</td></tr>")
+        parts.append("</table>")
+        explain("reacquisition")
+    spread = quality.get("uncertainty") or {}
+    if spread:
+        keys = [k for k in spread if k != "relative"]
+        parts.append("<h3>Uncertainty (|xz − yz|)</h3><table><tr><th></th>"
+                     + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
+        parts.append("<tr><th>intensity units</th>" + "".join(f"<td>{_cell(spread[k])}</td>" for k in keys) + "</tr>")
+        if "relative" in spread:
+            parts.append("<tr><th>relative</th>"
+                         + "".join(f"<td>{_cell(spread['relative'].get(k))}</td>" for k in keys) + "</tr>")
+        parts.append("</table>")
+        explain("uncertainty")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import InputError
-
 #: Valid values of the config's ``model:`` key.
 ARCHITECTURES = ("isonet2", "isonet1")
 
@@ -111,6 +109,8 @@ def build_network(name: str, dropout: float = 0.2, seed: int | None = None, zero
     >>> torch.equal(build_network("isonet2", seed=0).out.weight, build_network("isonet2", seed=0).out.weight)
     True
     """
+    from .errors import InputError  # imported here: the bioimage.io export ships this file standalone
+
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ("isonet2", "isonet1"):
         raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -164,11 +164,14 @@ def restore_window(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     tta: tuple[tuple[int, ...], ...] = (),
-) -> np.ndarray:
+    disagreement: bool = False,
+):
     """Restore the interior of a normalised isotropic window (output still normalised).
 
     xz slices (one per interior y) and yz slices (one per interior x) are each turned so that z
-    runs along the last axis, as in training, restored, and combined.
+    runs along the last axis, as in training, restored, and combined. With ``disagreement``,
+    returns ``(restored, |xz - yz|)``: the two passes see the same voxel through differently
+    oriented slices, and where the network is unsure they disagree.
     """
     if combine not in COMBINE:
         raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
@@ -184,8 +187,10 @@ def restore_window(
     a = np.transpose(r_xz, (2, 0, 1))
     b = np.transpose(r_yz, (2, 1, 0))
     if combine == "mean":
-        return 0.5 * (a + b)
-    return np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
+        restored = 0.5 * (a + b)
+    else:
+        restored = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
+    return (restored, np.abs(a - b)) if disagreement else restored
 
 
 def restore_block(
@@ -200,18 +205,24 @@ def restore_block(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     tta: tuple[tuple[int, ...], ...] = (),
-) -> np.ndarray:
+    disagreement: bool = False,
+):
     """Restored block of the isotropic volume, in the source's intensity units (float32).
 
     ``ranges`` is ``((z0, z1), (y0, y1), (x0, x1))`` in isotropic coordinates; the starts must be
     multiples of the network's size multiple for the result to match whole-volume inference.
+    With ``disagreement``, returns ``(restored, |xz - yz|)``, the second also in intensity units.
     """
     m = int(getattr(model, "size_multiple", 1))
     if any(r[0] % m for r in ranges):
         raise ValueError(f"block starts {[r[0] for r in ranges]} must be multiples of {m} for this network")
     h = (halo, halo, halo)
     window = read_window(source, factor, ranges, h, norm)
-    return norm.invert(restore_window(model, window, h, combine, batch_size, device, precision, tta))
+    result = restore_window(model, window, h, combine, batch_size, device, precision, tta, disagreement)
+    if not disagreement:
+        return norm.invert(result)
+    restored, spread = result
+    return norm.invert(restored), (spread * np.float32(norm.high - norm.low)).astype(np.float32, copy=False)
 
 
 def block_ranges(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tuple[tuple[int, int], ...]]:

@@ -351,6 +351,12 @@ def test_tiny_run_outputs(tiny_run):
     for figure in ("orthoviews.png", "training_curve.png"):
         assert (results / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<table>" in (results / "report" / "metrics.html").read_text()
+    quality = json.loads((results / "quality.json").read_text())
+    ratio = quality["isotropy_ratio"]  # the input's z has too few planes (8) for an estimate: None
+    assert ratio["restored"] > 0.8 and (ratio["input"] is None or ratio["input"] < ratio["restored"]), ratio
+    assert set(quality["reacquisition"]) == {"restored", "cubic", "iso_gt"}
+    assert (results / "report" / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert verify_store(results / "predict" / "uncertainty.ome.zarr", log=lambda m: None)["problems"] == []
     for rule in ("synthetic", "convert", "psf", "patches", "train", "predict", "stitch", "segment", "evaluate"):
         assert (tiny_run / "logs" / "tiny" / f"{rule}.log").is_file(), rule
         assert (tiny_run / "logs" / "benchmarks" / "tiny" / f"{rule}.tsv").is_file(), rule
@@ -360,7 +366,8 @@ def test_tiny_run_report(tiny_run):
     result = run_snakemake(tiny_run, "--configfile", "overlay.yaml", "--report", "report.html", timeout=120)
     assert result.returncode == 0, result.stderr
     page = (tiny_run / "report.html").read_text()
-    for name in ("orthoviews.png", "training_curve.png", "metrics.html", "Restoration", "Training", "Evaluation"):
+    for name in ("orthoviews.png", "training_curve.png", "metrics.html", "Restoration", "Training", "Evaluation",
+                 "quality.html", "uncertainty.png"):
         assert name in page, name
 
 
@@ -377,4 +384,5 @@ def test_tiny_rerun_does_nothing_then_only_predict_and_downstream(tiny_run):
     result = run_snakemake(tiny_run, "-n", *profile, "--configfile", "overlay-geometric.yaml", timeout=120)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert set(counts) == {"predict", "stitch", "export_tiff", "segment", "evaluate", "orthoviews", "metrics_table", "all"}, counts
+    assert set(counts) == {"predict", "stitch", "export_tiff", "segment", "evaluate", "orthoviews", "metrics_table",
+                           "assess", "all"}, counts

@@ -53,6 +53,7 @@ def predict_stage(
     tta: bool = False,
     channel: int | None = None,
     time: int | None = None,
+    uncertainty_zarr=None,
 ) -> dict:
     """Restore ``input_zarr`` with the model at ``model_path`` into the OME-Zarr ``output_zarr``.
 
@@ -79,11 +80,17 @@ def predict_stage(
         For a time-lapse or multi-channel input: the volume to restore (one time point of one
         channel); the output is that 3D volume (``isonet assemble`` gathers them into a
         ``(t, c, z, y, x)`` image).
+    uncertainty_zarr : path, optional
+        Also write the per-voxel disagreement ``|xz - yz|`` of the two axial passes (each
+        averaged over the TTA flips when enabled), in the input's intensity units, as an
+        OME-Zarr image on the same grid and chunks. High where the network is unsure.
     """
     if threads:
         torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
     use_deterministic_torch()
     check_output_path(output_zarr, [input_zarr, model_path], store=True)
+    if uncertainty_zarr:
+        check_output_path(uncertainty_zarr, [input_zarr, model_path, output_zarr], store=True)
     selected = {} if channel is None and time is None else {"t": time, "c": channel}
     source, voxel_size = read_ome_zarr(input_zarr, **selected)
     if voxel_size is None or source.ndim != 3 or source.shape[0] < 2:
@@ -120,16 +127,21 @@ def predict_stage(
         **selected,
         "shape": out_shape, "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
         "tta": [list(f) for f in flips],
+        "uncertainty": str(Path(uncertainty_zarr).resolve()) if uncertainty_zarr else None,
     }
+    spread_partial = Path(str(uncertainty_zarr) + ".partial") if uncertainty_zarr else None
     done_dir = partial / ".isonet-done"
     if partial.exists():
         old = _read_signature(partial)
-        if old != json.loads(json.dumps(signature)):
+        if old != json.loads(json.dumps(signature)) or (spread_partial and not spread_partial.exists()):
             logger.info("predict: discarding %s (different input, model or settings)", partial)
             shutil.rmtree(partial)
+            if spread_partial and spread_partial.exists():
+                shutil.rmtree(spread_partial)
         else:  # zarr writes a chunk as <key>.<uuid>.partial, then renames it: drop those a kill cut short
-            for stray in (partial / "0").rglob("*.partial"):
-                stray.unlink()
+            for store in (partial, spread_partial) if spread_partial else (partial,):
+                for stray in (store / "0").rglob("*.partial"):
+                    stray.unlink()
     if not partial.exists():
         create_ome_zarr(
             partial, out_shape, np.float32, chunks, out_vs, name="restored", compression_level=compression_level,
@@ -144,9 +156,23 @@ def predict_stage(
                            "weights_sha256": meta.get("weights_sha256"), "training": meta.get("provenance")}},
             ),
         )
+        if spread_partial:
+            if spread_partial.exists():
+                shutil.rmtree(spread_partial)
+            create_ome_zarr(
+                spread_partial, out_shape, np.float32, chunks, out_vs, name="uncertainty",
+                compression_level=compression_level,
+                provenance=provenance_record(
+                    "predict", {"quantity": "|xz - yz| restoration, input intensity units", "combine": combine,
+                                "tta": [list(f) for f in flips], "halo": halo, "factor": factor},
+                    {"image": {"path": str(input_zarr), "sha256": input_sha256, "hash": "array_sha256"},
+                     "model": {"path": str(model_path), "sha256": model_sha256}},
+                ),
+            )
         done_dir.mkdir()
         (partial / ".isonet-signature.json").write_text(json.dumps(signature))
     out = zarr.open_array(partial / "0", mode="r+").with_config(WRITE_CONFIG)  # every chunk stored
+    spread_out = zarr.open_array(spread_partial / "0", mode="r+").with_config(WRITE_CONFIG) if spread_partial else None
 
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
@@ -160,8 +186,13 @@ def predict_stage(
     progress = Progress("predict: blocks", len(todo))
 
     def run_block(i, ranges):
-        restored = restore_block(model, source, factor, ranges, norm, halo, combine, batch_size, dev, prec, flips)
-        out[tuple(slice(a, b) for a, b in ranges)] = restored
+        where = tuple(slice(a, b) for a, b in ranges)
+        if spread_out is None:
+            out[where] = restore_block(model, source, factor, ranges, norm, halo, combine, batch_size, dev, prec, flips)
+        else:
+            out[where], spread_out[where] = restore_block(
+                model, source, factor, ranges, norm, halo, combine, batch_size, dev, prec, flips, disagreement=True
+            )
         (done_dir / str(i)).touch()
         progress.advance()
         return i
@@ -182,6 +213,11 @@ def predict_stage(
     shutil.rmtree(done_dir)
     if output_zarr.exists():
         shutil.rmtree(output_zarr)
+    if spread_partial:  # before the restoration: a finished output_zarr means both are there
+        if Path(uncertainty_zarr).exists():
+            shutil.rmtree(uncertainty_zarr)
+        os.replace(spread_partial, uncertainty_zarr)
+        logger.info("predict: wrote %s", uncertainty_zarr)
     os.replace(partial, output_zarr)
     logger.info("predict: wrote %s", output_zarr)
     return {"shape": out_shape, "voxel_size": out_vs, "blocks": len(blocks), "factor": factor}

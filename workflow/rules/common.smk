@@ -196,6 +196,24 @@ def orthoview_inputs(wildcards):
     return inputs
 
 
+def assess_inputs(wildcards):
+    inputs = {
+        "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
+        "restored": f"{RESULTS}/{wildcards.sample}/restored.ome.zarr",
+        "uncertainty": f"{RESULTS}/{wildcards.sample}/predict/uncertainty.ome.zarr",
+        # the PSF the model was trained for: a model is only valid for data acquired like that
+        "psf": f"{RESULTS}/{model_source(wildcards.sample)}/psf/psf.npz",
+    }
+    iso_gt = ground_truth(wildcards.sample).get("iso_gt")
+    if iso_gt:
+        inputs["iso_gt"] = iso_gt
+    return inputs
+
+
+def assess_iso_gt_arg(wildcards, input):
+    return f"--iso-gt {shlex.quote(input.iso_gt)}" if input.get("iso_gt") else ""
+
+
 def orthoview_gt_arg(wildcards, input):
     return f"--gt {shlex.quote(input.gt)}" if input.get("gt") else ""
 
@@ -243,6 +261,7 @@ def all_outputs():
             f"{RESULTS}/{s}/restored.ome.zarr",
             f"{RESULTS}/{s}/labels.json",
             f"{RESULTS}/{s}/report/orthoviews.png",
+            f"{RESULTS}/{s}/quality.json",
         ]
         if sample_settings(s, "stitch")["export_tiff"]:
             out.append(f"{RESULTS}/{s}/restored.tif")

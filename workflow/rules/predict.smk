@@ -3,7 +3,8 @@ rule predict:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         model=model_input,
     output:
-        directory(f"{RESULTS}/{{sample}}/predict/predicted.ome.zarr"),
+        predicted=directory(f"{RESULTS}/{{sample}}/predict/predicted.ome.zarr"),
+        uncertainty=directory(f"{RESULTS}/{{sample}}/predict/uncertainty.ome.zarr"),
     log:
         "logs/{sample}/predict.log",
     benchmark:
@@ -26,7 +27,8 @@ rule predict:
         subsample=subsample_arg,
         tta=tta_arg,
     shell:
-        "isonet predict {input.zarr:q} {input.model:q} {output:q} --chunks {params.chunks}"
+        "isonet predict {input.zarr:q} {input.model:q} {output.predicted:q} --chunks {params.chunks}"
         " --block {params.block} --combine {params.c[combine]} --batch-size {params.c[batch_size]}"
         " --device {params.c[device]} --precision {params.c[precision]} --workers {params.c[workers]}"
-        " --threads {threads} {params.subsample} {params.tta} > {log:q} 2>&1"
+        " --threads {threads} {params.subsample} {params.tta}"
+        " --uncertainty {output.uncertainty:q} > {log:q} 2>&1"

@@ -75,3 +75,43 @@ rule metrics_table:
         runtime=rule_runtime("report"),
     shell:
         "isonet metrics-table {input:q} {output:q} --title {wildcards.sample:q} > {log:q} 2>&1"
+
+
+rule assess:
+    input:
+        unpack(assess_inputs),
+    output:
+        json=f"{RESULTS}/{{sample}}/quality.json",
+        html=report(
+            f"{RESULTS}/{{sample}}/report/quality.html",
+            caption="../report/quality.rst",
+            category="{sample}",
+            subcategory="Evidence without ground truth",
+            labels={"sample": "{sample}", "figure": "resolution and re-acquisition"},
+        ),
+        png=report(
+            f"{RESULTS}/{{sample}}/report/uncertainty.png",
+            caption="../report/uncertainty.rst",
+            category="{sample}",
+            subcategory="Evidence without ground truth",
+            labels={"sample": "{sample}", "figure": "uncertainty"},
+        ),
+    log:
+        "logs/{sample}/assess.log",
+    benchmark:
+        "logs/benchmarks/{sample}/assess.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("report")
+    resources:
+        mem_mb=rule_mem_mb("report"),
+        runtime=rule_runtime("report"),
+    params:
+        iso_gt=assess_iso_gt_arg,
+        subsample=subsample_arg,
+        blocks=config["report"].get("quality_blocks", 24),
+    shell:
+        "isonet assess {input.zarr:q} {input.restored:q} {input.psf:q} {output.json:q}"
+        " --html {output.html:q} --uncertainty {input.uncertainty:q} --uncertainty-png {output.png:q}"
+        " {params.iso_gt} {params.subsample} --blocks {params.blocks} --title {wildcards.sample:q}"
+        " > {log:q} 2>&1"

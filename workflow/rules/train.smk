@@ -30,3 +30,23 @@ rule train:
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
         " --lr-patience {params.c[lr_patience]} --warmup-steps {params.c[warmup_steps]}"
         " --threads {threads} > {log:q} 2>&1"
+
+
+# Optional target (not in `all`): snakemake results/<sample>/bioimageio/model.zip
+rule export_bioimageio:
+    input:
+        f"{RESULTS}/{{sample}}/train/model.safetensors",
+    output:
+        f"{RESULTS}/{{sample}}/bioimageio/model.zip",
+    log:
+        "logs/{sample}/export_bioimageio.log",
+    benchmark:
+        "logs/benchmarks/{sample}/export_bioimageio.tsv"
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("report")
+    resources:
+        mem_mb=rule_mem_mb("report"),
+        runtime=rule_runtime("report"),
+    shell:
+        "isonet export-bioimageio {input:q} {output:q} --name {wildcards.sample:q} > {log:q} 2>&1"
