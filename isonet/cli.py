@@ -56,6 +56,16 @@ _count = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
+_batch = _checked(lambda t: 0 if t == "auto" else int(t), lambda v: v >= 0, "a positive integer or auto")
+
+
+def _shard(text: str):
+    from isonet.stages.predict import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,12 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--combine", default="mean", choices=["mean", "geometric"])
     s.add_argument("--tta", action="store_true",
                    help="average over the slice flips that commute with the PSF (test-time augmentation)")
-    s.add_argument("--batch-size", type=_positive_int, default=8)
+    s.add_argument("--edges", default="mirror", choices=["mirror", "clip"],
+                   help="past the volume's edges: a mirrored halo, or none (slices padded to the size multiple)")
+    s.add_argument("--batch-size", type=_batch, default=0,
+                   help="slices per forward pass (default auto: sized for the device)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--subsample", type=_opt_int, default=None)
+    step = s.add_mutually_exclusive_group()
+    step.add_argument("--init", action="store_const", const="init", dest="step",
+                      help="only create <output>.partial for --shard jobs to fill")
+    step.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                      help="only compute blocks I, I+N, I+2N, ... into <output>.partial (after --init; "
+                           "shards may run at the same time)")
+    step.add_argument("--finish", action="store_const", const="finish", dest="step",
+                      help="check that every block is done and move <output>.partial to <output>")
+    s.add_argument("--done", default=None, metavar="FILE", help="write FILE (a JSON summary) when done")
 
     s = sub.add_parser("stitch", help="final OME-Zarr with pyramid (+ TIFF export)")
     s.add_argument("predicted_zarr")
@@ -289,8 +311,10 @@ def run(args: argparse.Namespace):
         from isonet.stages.predict import predict_stage
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
-                             args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample, tta=args.tta)
+                             args.combine, args.batch_size or None, args.device, args.precision, args.workers,
+                             args.threads, subsample=args.subsample, tta=args.tta, edges=args.edges,
+                             step="shard" if args.shard else (args.step or "all"), shard=args.shard or (0, 1),
+                             done_file=args.done)
     if c == "stitch":
         from isonet.stages.stitch import stitch_stage
 
