@@ -56,7 +56,7 @@ _count = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
-_batch = _checked(lambda t: 0 if t == "auto" else int(t), lambda v: v >= 0, "a positive integer or auto")
+_batch = _checked(lambda t: t if t == "auto" else int(t), lambda v: v == "auto" or v >= 1, "a positive integer or auto")
 
 
 def _shard(text: str):
@@ -155,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("output_zarr")
     s.add_argument("--chunks", type=_positive_int, nargs=3, default=[64, 128, 128])
-    s.add_argument("--block", type=_positive_int, nargs=3, default=[128, 256, 256])
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[256, 512, 512])
     s.add_argument("--combine", default="mean", choices=["mean", "geometric"])
     s.add_argument("--tta", action="store_true",
                    help="average over the slice flips that commute with the PSF (test-time augmentation)")
     s.add_argument("--edges", default="mirror", choices=["mirror", "clip"],
                    help="past the volume's edges: a mirrored halo, or none (slices padded to the size multiple)")
-    s.add_argument("--batch-size", type=_batch, default=0,
+    s.add_argument("--batch-size", type=_batch, default="auto",
                    help="slices per forward pass (default auto: sized for the device)")
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -311,7 +311,7 @@ def run(args: argparse.Namespace):
         from isonet.stages.predict import predict_stage
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
-                             args.combine, args.batch_size or None, args.device, args.precision, args.workers,
+                             args.combine, None if args.batch_size == "auto" else args.batch_size, args.device, args.precision, args.workers,
                              args.threads, subsample=args.subsample, tta=args.tta, edges=args.edges,
                              step="shard" if args.shard else (args.step or "all"), shard=args.shard or (0, 1),
                              done_file=args.done)

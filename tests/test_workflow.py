@@ -307,3 +307,30 @@ def test_tiny_rerun_does_nothing_then_only_predict_and_downstream(tiny_run):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert set(counts) == {"predict", "stitch", "export_tiff", "segment", "evaluate", "orthoviews", "metrics_table", "all"}, counts
+
+
+def test_tiny_run_predicted_in_three_shards_is_bit_identical(tiny_run):
+    # last in this file: it rewrites the tiny run's predicted store (same bytes, newer files)
+    import zarr
+
+    predicted = tiny_run / "results" / "tiny" / "predict" / "predicted.ome.zarr"
+    before = np.asarray(zarr.open_array(predicted / "0")[:])
+    overlay = yaml.safe_load((tiny_run / "overlay.yaml").read_text())
+    overlay["predict"]["shards"] = 3
+    (tiny_run / "overlay-shards.yaml").write_text(yaml.safe_dump(overlay))
+    args = ["--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "2",
+            "--configfile", "overlay-shards.yaml", str(predicted.relative_to(tiny_run))]
+    dry = run_snakemake(tiny_run, "-n", *args, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert job_counts(dry.stdout) == {"predict_init": 1, "predict_shard": 3, "predict": 1}, dry.stdout
+    result = run_snakemake(tiny_run, *args, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    after = np.asarray(zarr.open_array(predicted / "0")[:])
+    assert after.tobytes() == before.tobytes()
+    for i in range(3):
+        log = (tiny_run / "logs" / "tiny" / f"predict_shard-{i}-of-3.log").read_text()
+        assert f"shard {i}/3" in log, log
+    assert not list((tiny_run / "results" / "tiny" / "predict").glob("*.partial"))
+    assert not list((tiny_run / "results" / "tiny" / "predict" / "shards").glob("*.json"))  # temporary markers
+    again = run_snakemake(tiny_run, "-n", *args, timeout=120)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout

@@ -87,7 +87,7 @@ def predict_stage(
     model_path,
     output_zarr,
     chunks=(64, 128, 128),
-    block=(128, 256, 256),
+    block=(256, 512, 512),
     combine: str = "mean",
     batch_size: int | None = None,
     device: str = "auto",

@@ -11,6 +11,8 @@ rule predict_init:
         temp(f"{RESULTS}/{{sample}}/predict/shards/init.json"),
     log:
         "logs/{sample}/predict_init.log",
+    benchmark:
+        "logs/benchmarks/{sample}/predict_init.tsv"
     conda:
         "../envs/isonet.yaml"
     threads: 1
@@ -32,13 +34,13 @@ rule predict_shard:
         init=f"{RESULTS}/{{sample}}/predict/shards/init.json",
     output:
         temp(f"{RESULTS}/{{sample}}/predict/shards/{{shard}}-of-{{n}}.json"),
-    wildcard_constraints:
-        shard=r"\d+",
-        n=r"\d+",
     log:
         "logs/{sample}/predict_shard-{shard}-of-{n}.log",
     benchmark:
         "logs/benchmarks/{sample}/predict_shard-{shard}-of-{n}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+        n=r"\d+",
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("predict")
