@@ -121,8 +121,8 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             shutil.rmtree(out)
             pixels, bare_pixels = network_pixels(out_shape, tuple(args.block), 36, edges)
-            run = {"network_work_ratio": bare_pixels / pixels, "scale": scale, "edges": edges, "acquired_shape": list(shape), "shape": list(out_shape),
-                   "voxels": voxels, "blocks": info["blocks"], "predict_s": round(seconds, 3),
+            run = {"scale": scale, "edges": edges, "acquired_shape": list(shape), "shape": list(out_shape),
+                   "network_work_ratio": bare_pixels / pixels, "voxels": voxels, "blocks": info["blocks"], "predict_s": round(seconds, 3),
                    "network_s": round(bare, 3), "predict_voxels_per_s": voxels / seconds,
                    "network_voxels_per_s": voxels / bare, "throughput_ratio": bare / seconds,
                    "predict_s_per_voxel": seconds / voxels}

@@ -310,9 +310,10 @@ def run(args: argparse.Namespace):
     if c == "predict":
         from isonet.stages.predict import predict_stage
 
+        batch = None if args.batch_size == "auto" else args.batch_size
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
-                             args.combine, None if args.batch_size == "auto" else args.batch_size, args.device, args.precision, args.workers,
-                             args.threads, subsample=args.subsample, tta=args.tta, edges=args.edges,
+                             args.combine, batch, args.device, args.precision, args.workers, args.threads,
+                             subsample=args.subsample, tta=args.tta, edges=args.edges,
                              step="shard" if args.shard else (args.step or "all"), shard=args.shard or (0, 1),
                              done_file=args.done)
     if c == "stitch":

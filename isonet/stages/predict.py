@@ -183,7 +183,8 @@ def predict_stage(
     # what the stored blocks depend on: the input's content (not its path), the model, the settings
     signature = {
         "input_sha256": input_sha256, "model_sha256": model_sha256, "shape": out_shape, "chunks": chunks,
-        "block": block, "combine": combine, "precision": prec, "halo": halo, "tta": [list(f) for f in flips], "edges": edges,
+        "block": block, "combine": combine, "precision": prec, "halo": halo, "tta": [list(f) for f in flips],
+        "edges": edges,
     }
     blocks = list(block_ranges(out_shape, block))
     summary = {"shape": out_shape, "voxel_size": out_vs, "blocks": len(blocks), "factor": factor, "step": step}
