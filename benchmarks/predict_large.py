@@ -15,7 +15,7 @@ network's speed), the per-voxel time of the largest volume over that of the smal
 the pixels the bare network processes over those block-wise predict gives it (halos, padding):
 the ratio's ceiling; ``--work-for`` counts it for other shapes. ``--json`` writes all figures.
 
-    python benchmarks/predict_large.py [--shape 16 64 64] [--scales 1 2 4 8] [--block 512 512 512]
+    python benchmarks/predict_large.py [--shape 16 64 64] [--scales 1 2 4 8] [--block 256 512 512]
         [--edges mirror clip] [--precision auto] [--json out.json] [--workdir /tmp/isonet-bench]
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[16, 64, 64], help="acquired volume of scale 1")
     p.add_argument("--scales", type=int, nargs="*", default=[1, 2, 4, 8], choices=sorted(LATERAL))
-    p.add_argument("--block", type=int, nargs=3, default=[512, 512, 512])
+    p.add_argument("--block", type=int, nargs=3, default=[256, 512, 512])
     p.add_argument("--chunks", type=int, nargs=3, default=[64, 128, 128])
     p.add_argument("--edges", nargs="+", default=["mirror", "clip"], choices=["mirror", "clip"])
     p.add_argument("--precision", default="auto")
