@@ -330,17 +330,17 @@ def test_predict_in_three_shards_is_bit_identical_to_one_job(tmp_path):
     predicted = workdir / "results" / "tiny" / "predict" / "predicted.ome.zarr"
     args = ["--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "1", "--configfile"]
     target = str(predicted.relative_to(workdir))
-    result = run_snakemake(workdir, *args, "overlay.yaml", target, timeout=900)
+    result = run_snakemake(workdir, target, *args, "overlay.yaml", timeout=900)
     assert result.returncode == 0, result.stderr[-5000:]
     before = np.asarray(zarr.open_array(predicted / "0")[:])
 
     overlay = yaml.safe_load((workdir / "overlay.yaml").read_text())
     overlay["predict"]["shards"] = 3
     (workdir / "overlay-shards.yaml").write_text(yaml.safe_dump(overlay))
-    dry = run_snakemake(workdir, "-n", *args, "overlay-shards.yaml", target, timeout=120)
+    dry = run_snakemake(workdir, "-n", target, *args, "overlay-shards.yaml", timeout=120)
     assert dry.returncode == 0, dry.stderr
     assert job_counts(dry.stdout) == {"predict_init": 1, "predict_shard": 3, "predict": 1}, dry.stdout
-    result = run_snakemake(workdir, *args, "overlay-shards.yaml", target, timeout=600)
+    result = run_snakemake(workdir, target, *args, "overlay-shards.yaml", timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     assert np.asarray(zarr.open_array(predicted / "0")[:]).tobytes() == before.tobytes()
     for i in range(3):
@@ -348,5 +348,5 @@ def test_predict_in_three_shards_is_bit_identical_to_one_job(tmp_path):
         assert f"shard {i}/3 ({2 if i == 0 else 1} blocks)" in log, log
     assert not list(predicted.parent.glob("*.partial"))
     assert not list((predicted.parent / "shards").glob("*.json"))  # the markers are temporary
-    again = run_snakemake(workdir, "-n", *args, "overlay-shards.yaml", target, timeout=120)
+    again = run_snakemake(workdir, "-n", target, *args, "overlay-shards.yaml", timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout
