@@ -62,6 +62,16 @@ _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a posit
 _factor = _checked(float, lambda v: math.isfinite(v) and v >= 1, "a number >= 1")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
+_batch = _checked(lambda t: t if t == "auto" else int(t), lambda v: v == "auto" or v >= 1, "a positive integer or auto")
+
+
+def _shard(text: str):
+    from isonet.stages.predict import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,13 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("output_zarr")
     s.add_argument("--chunks", type=_positive_int, nargs=3, default=[64, 128, 128])
-    s.add_argument("--block", type=_positive_int, nargs=3, default=[128, 256, 256])
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[256, 512, 512])
     s.add_argument("--combine", default="mean", choices=["mean", "geometric"])
     s.add_argument("--tta", action="store_true",
                    help="average over the slice flips that commute with the PSF (test-time augmentation)")
-    s.add_argument("--batch-size", type=_positive_int, default=8)
+    s.add_argument("--edges", default="mirror", choices=["mirror", "clip"],
+                   help="past the volume's edges: a mirrored halo, or none (slices padded to the size multiple)")
+    s.add_argument("--batch-size", type=_batch, default="auto",
+                   help="slices per forward pass (default auto: sized for the device)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--subsample", type=_opt_factor, default=None,
@@ -182,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time", type=_count, default=None, help="time-lapse input: the time point")
     s.add_argument("--uncertainty", default=None,
                    help="also write the per-voxel disagreement of the xz and yz passes to this OME-Zarr")
+    step = s.add_mutually_exclusive_group()
+    step.add_argument("--init", action="store_const", const="init", dest="step",
+                      help="only create <output>.partial for --shard jobs to fill")
+    step.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                      help="only compute blocks I, I+N, I+2N, ... into <output>.partial (after --init; "
+                           "shards may run at the same time)")
+    step.add_argument("--finish", action="store_const", const="finish", dest="step",
+                      help="check that every block is done and move <output>.partial to <output>")
+    s.add_argument("--done", default=None, metavar="FILE", help="write FILE (a JSON summary) when done")
 
     s = sub.add_parser("assemble", help="restored (time point, channel) volumes -> one TCZYX OME-Zarr (+ ImageJ TIFF)")
     s.add_argument("source_zarr", help="the converted input (its axes, time step and channel names)")
@@ -356,9 +378,12 @@ def run(args: argparse.Namespace):
     if c == "predict":
         from isonet.stages.predict import predict_stage
 
+        batch = None if args.batch_size == "auto" else args.batch_size
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
-                             args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample, tta=args.tta, channel=args.channel, time=args.time,
+                             args.combine, batch, args.device, args.precision, args.workers, args.threads,
+                             subsample=args.subsample, tta=args.tta, edges=args.edges,
+                             step="shard" if args.shard else (args.step or "all"), shard=args.shard or (0, 1),
+                             done_file=args.done, channel=args.channel, time=args.time,
                              uncertainty_zarr=args.uncertainty)
     if c == "assemble":
         from isonet.errors import InputError

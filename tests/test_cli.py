@@ -169,6 +169,9 @@ def test_train_refuses_damaged_patch_files(tmp_path, capsys):
 def test_bad_argument_values_are_one_line_usage_errors(capsys):
     for argv, expected in (
         (["predict", "a.zarr", "m.pt", "o.zarr", "--chunks", "0", "8", "8"], "--chunks: '0' is not a positive integer"),
+        (["predict", "a.zarr", "m.pt", "o.zarr", "--batch-size", "0"], "'0' is not a positive integer or auto"),
+        (["predict", "a.zarr", "m.pt", "o.zarr", "--shard", "3/3"], "--shard: shard '3/3': I must lie in 0..N-1"),
+        (["predict", "a.zarr", "m.pt", "o.zarr", "--init", "--finish"], "not allowed with argument"),
         (["train", "p.npz", "psf.json", "m.pt", "c.tsv", "--dropout", "1.5"], "--dropout: '1.5' is not a fraction"),
         (["convert", "a.tif", "b.zarr", "--compression-level", "99"], "is not a zstd level"),
         (["convert", "a.tif"], "required: output"),

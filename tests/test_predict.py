@@ -89,6 +89,19 @@ def test_tta_blockwise_equals_whole_volume(net, volume):
     assert np.abs(out - full).max() <= 1e-4 * (volume.max() - volume.min())
 
 
+def test_clipped_edges_blockwise_equals_whole_volume(net, volume):
+    volume = volume[:7, :30, :34]
+    norm = Normalization(100.0, 1100.0)
+    halo = halo_for(net)
+    full = restore_volume(net, volume, 4, norm, halo, edges="clip")
+    mirrored = restore_volume(net, volume, 4, norm, halo)
+    assert np.abs(full - mirrored).max() > 1e-3 * (volume.max() - volume.min())  # the edges differ
+    out = np.full_like(full, np.nan)
+    for r in block_ranges(full.shape, (8, 12, 20)):  # blocks smaller than the halo, ends of odd size
+        out[tuple(slice(a, b) for a, b in r)] = restore_block(net, volume, 4, r, norm, halo, edges="clip")
+    assert np.abs(out - full).max() <= 1e-4 * (volume.max() - volume.min())
+
+
 def test_tta_of_a_flip_symmetric_network_changes_nothing():
     net = prepare_model(build_network("isonet2"), torch.device("cpu"))  # zero-initialised: the identity
     s = np.random.default_rng(5).random((2, 24, 28)).astype(np.float32)

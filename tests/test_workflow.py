@@ -386,3 +386,49 @@ def test_tiny_rerun_does_nothing_then_only_predict_and_downstream(tiny_run):
     counts = job_counts(result.stdout)
     assert set(counts) == {"predict", "stitch", "export_tiff", "segment", "evaluate", "orthoviews", "metrics_table",
                            "assess", "all"}, counts
+
+
+
+# A 16x48x48 phantom, isonet1, 3 short epochs (as tests/test_faults.py): 13 x 48 x 48 restored
+# in 4 blocks of (4, 48, 48)
+SHARDS_CONFIG = {
+    "synthetic": {"shape": [16, 48, 48]},
+    "convert": {"chunks": [2, 48, 48], "pyramid_levels": 2},
+    "patches": {"n_patches": 96, "patch_size": 16},
+    "train": {"model": "isonet1", "epochs": 3, "batch_size": 16, "steps": None},
+    "predict": {"chunks": [4, 48, 48], "block": [4, 48, 48]},
+    "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10}, "train": {"threads": 1},
+                  "predict": {"threads": 1}},
+}
+
+
+def test_predict_in_three_shards_is_bit_identical_to_one_job(tmp_path):
+    import zarr
+
+    workdir = deploy(tmp_path / "w", "sample\tinput\ntiny\tsynthetic\n", SHARDS_CONFIG)
+    predicted = workdir / "results" / "tiny" / "predict" / "predicted.ome.zarr"
+    args = ["--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "1", "--configfile"]
+    target = str(predicted.relative_to(workdir))
+    result = run_snakemake(workdir, target, *args, "overlay.yaml", timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    before = np.asarray(zarr.open_array(predicted / "0")[:])
+    uncertainty = predicted.parent / "uncertainty.ome.zarr"
+    spread_before = np.asarray(zarr.open_array(uncertainty / "0")[:])
+
+    overlay = yaml.safe_load((workdir / "overlay.yaml").read_text())
+    overlay["predict"]["shards"] = 3
+    (workdir / "overlay-shards.yaml").write_text(yaml.safe_dump(overlay))
+    dry = run_snakemake(workdir, "-n", target, *args, "overlay-shards.yaml", timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert job_counts(dry.stdout) == {"predict_init": 1, "predict_shard": 3, "predict": 1}, dry.stdout
+    result = run_snakemake(workdir, target, *args, "overlay-shards.yaml", timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert np.asarray(zarr.open_array(predicted / "0")[:]).tobytes() == before.tobytes()
+    assert np.asarray(zarr.open_array(uncertainty / "0")[:]).tobytes() == spread_before.tobytes()
+    for i in range(3):
+        log = (workdir / "logs" / "tiny" / f"predict_shard-{i}-of-3.log").read_text()
+        assert f"shard {i}/3 ({2 if i == 0 else 1} blocks)" in log, log
+    assert not list(predicted.parent.glob("*.partial"))
+    assert not list((predicted.parent / "shards").glob("*.json"))  # the markers are temporary
+    again = run_snakemake(workdir, "-n", target, *args, "overlay-shards.yaml", timeout=120)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout

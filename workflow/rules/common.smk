@@ -137,6 +137,59 @@ def tta_arg(wildcards):
     return "--tta" if sample_settings(wildcards.sample, "predict")["tta"] else ""
 
 
+def predict_shards(sample):
+    return int(sample_settings(sample, "predict").get("shards", 1))
+
+
+def predict_options(wildcards):
+    """Options every `isonet predict` step of a sample gets alike (its store is signed with them)."""
+    c = sample_settings(wildcards.sample, "predict")
+    return join(
+        [
+            "--chunks",
+            *c["chunks"],
+            "--block",
+            *c["block"],
+            "--combine",
+            c["combine"],
+            "--batch-size",
+            c["batch_size"],
+            "--device",
+            c["device"],
+            "--precision",
+            c["precision"],
+            "--workers",
+            c["workers"],
+            "--edges",
+            c.get("edges", "mirror"),
+            subsample_arg(wildcards),
+            tta_arg(wildcards),
+            "--uncertainty",
+            shlex.quote(f"{RESULTS}/{wildcards.sample}/predict/uncertainty.ome.zarr"),
+        ]
+    )
+
+
+def predict_inputs(wildcards):
+    """Input and model; with predict.shards N > 1 also the N shards' markers (rule predict then
+    only checks and publishes what they computed)."""
+    inputs = {
+        "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
+        "model": model_input(wildcards),
+    }
+    n = predict_shards(wildcards.sample)
+    if n > 1:
+        inputs["shards"] = [
+            f"{RESULTS}/{wildcards.sample}/predict/shards/{i}-of-{n}.json"
+            for i in range(n)
+        ]
+    return inputs
+
+
+def predict_step_arg(wildcards):
+    return "--finish" if predict_shards(wildcards.sample) > 1 else ""
+
+
 def sample_input(wildcards):
     if is_synthetic(wildcards.sample):
         return f"resources/synthetic/{wildcards.sample}/acquired.tif"
