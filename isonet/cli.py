@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=_opt_float, default=None)
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
+                   help="z y x voxels segmented at a time (rounded up to whole chunks)")
+    s.add_argument("--halo", type=int, default=40,
+                   help="voxels read around each block; at least the largest nucleus' extent + 4")
 
     s = sub.add_parser("evaluate", help="PSNR and SEG against ground truth")
     s.add_argument("input_zarr")
@@ -333,7 +337,7 @@ def run(args: argparse.Namespace):
         from isonet.stages.segment import segment_stage
 
         return segment_stage(args.image_zarr, args.labels_zarr, args.summary_json, args.threshold, args.min_distance,
-                             args.min_size)
+                             args.min_size, block=args.block, halo=args.halo)
     if c == "evaluate":
         from isonet.stages.evaluate import evaluate_stage
 

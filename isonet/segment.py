@@ -84,11 +84,12 @@ def intensity_range(blocks: Iterable[np.ndarray], what: str = "intermodes thresh
         if block.size == 0:
             continue
         seen = True
-        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        b_lo, b_hi = float(block.min()), float(block.max())
+        if not (np.isfinite(b_lo) and np.isfinite(b_hi)):
+            raise InputError(f"{what}: image contains NaN or inf; mask or replace them first")
+        lo, hi = min(lo, b_lo), max(hi, b_hi)
     if not seen:
         raise InputError(f"{what}: image is empty")
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError(f"{what}: image contains NaN or inf; mask or replace them first")
     return lo, hi
 
 

@@ -1,27 +1,83 @@
-"""Stage ``segment``: nuclei labels of the restored volume (intermodes, fill holes, EDT watershed)."""
+"""Stage ``segment``: nuclei labels of the restored volume (intermodes, fill holes, EDT watershed), block by block."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from isonet.errors import InputError
-from isonet.segment import global_threshold, segment_nuclei, segmentation_summary
+from isonet.segment import summary_of_sizes
+from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, segment_nuclei_blocks
 from isonet.stages.common import check_output_path
-from isonet.storage import atomic_path, build_pyramid, create_ome_zarr, read_ome_zarr, read_planes, write_json
+from isonet.storage import (
+    WRITE_CONFIG,
+    atomic_path,
+    build_pyramid,
+    create_ome_zarr,
+    read_ome_zarr,
+    write_json,
+    write_ome_zarr_metadata,
+)
+from isonet.storage.integrity import checksummed_compressors
 
 logger = logging.getLogger(__name__)
 
 
+class Float32Blocks:
+    """Read-only view of a 3D array whose slices come back as float32 (what the stages segment)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, selection) -> np.ndarray:
+        return np.asarray(self.array[selection]).astype(np.float32, copy=False)
+
+
+def whole_chunks(block: Sequence[int], chunks: Sequence[int]) -> tuple[int, int, int]:
+    """``block`` rounded up to whole chunks, so that every block writes whole chunks.
+
+    Examples
+    --------
+    >>> whole_chunks((64, 100, 128), (32, 64, 64))
+    (64, 128, 128)
+    """
+    return tuple(-(-int(b) // int(c)) * int(c) for b, c in zip(block, chunks))
+
+
+def segment_to_zarr(volume, group, threshold=None, block=DEFAULT_BLOCK, halo=DEFAULT_HALO,
+                    min_distance: int = 5, min_size: int = 64, log=None):
+    """Segment ``volume`` block by block into level 0 of the new OME-Zarr image ``group``.
+
+    Provisional ids live in a temporary int64 array ``scratch`` of the group, removed at the end.
+    Returns the result of :func:`isonet.segment_blocks.segment_nuclei_blocks`.
+    """
+    shape = tuple(volume.shape)
+    level0 = group["0"]
+    scratch = group.create_array("scratch", shape=shape, dtype=np.int64, chunks=tuple(level0.chunks),
+                                 compressors=checksummed_compressors(1), fill_value=0, config=WRITE_CONFIG)
+    try:
+        return segment_nuclei_blocks(volume, level0, scratch, threshold=threshold,
+                                     block=whole_chunks(block, level0.chunks), halo=halo,
+                                     min_distance=min_distance, min_size=min_size, log=log)
+    finally:
+        del group["scratch"]
+
+
 def segment_stage(
     image_zarr, labels_zarr, summary_json=None, threshold: float | None = None, min_distance: int = 5,
-    min_size: int = 64, pyramid_levels: int = 3,
+    min_size: int = 64, pyramid_levels: int = 3, block: Sequence[int] = DEFAULT_BLOCK, halo: int = DEFAULT_HALO,
 ) -> dict:
     """Segment the level-0 image of ``image_zarr`` into ``labels_zarr`` (OME-Zarr, int32).
 
-    The whole volume is segmented in memory (a global threshold and a watershed whose basins may
-    span any block); about 20 bytes per voxel.
+    The volume is read and the labels written block by block
+    (:func:`isonet.segment_blocks.segment_nuclei_blocks`): the labels equal those of a
+    whole-volume segmentation, while memory follows ``block`` (rounded up to whole chunks of the
+    image) and ``halo``, not the volume.
     """
     check_output_path(labels_zarr, [image_zarr], store=True)
     if summary_json:
@@ -32,21 +88,23 @@ def segment_stage(
             f"{image_zarr}: segment needs a 3D OME-Zarr image with voxel sizes, got shape {tuple(array.shape)}; "
             "give the output of `isonet stitch` or `isonet convert`"
         )
-    volume = read_planes(array, 0, array.shape[0], image_zarr).astype(np.float32, copy=False)
-    if not np.isfinite(volume).all():
-        raise InputError(f"{image_zarr}: contains NaN or infinite values; fill or clip them before segmenting")
-    try:
-        thr, method = global_threshold(volume) if threshold is None else (float(threshold), "given")
-        labels = segment_nuclei(volume, threshold=thr, min_distance=min_distance, min_size=min_size)
-    except InputError as err:  # the pure functions name the setting, not the file
-        raise InputError(f"{image_zarr}: {err}") from None
-    summary = {"threshold": thr, "threshold_method": method, **segmentation_summary(labels)}
     with atomic_path(labels_zarr) as tmp:
-        _, level0 = create_ome_zarr(tmp, labels.shape, np.int32, array.chunks, voxel_size, name="labels",
-                                    provenance={"stage": "segment", "source": str(image_zarr), **summary})
-        level0[:] = labels
+        group, _ = create_ome_zarr(tmp, array.shape, np.int32, array.chunks, voxel_size, name="labels")
+        try:
+            result = segment_to_zarr(Float32Blocks(array), group, threshold, block, halo,
+                                     min_distance, min_size, log=logger.warning)
+        except InputError as err:  # the pure functions name the setting, not the file
+            if str(err).startswith((str(image_zarr), str(Path(image_zarr)))):
+                raise
+            raise InputError(f"{image_zarr}: {err}") from None
+        summary = {"threshold": result["threshold"], "threshold_method": result["threshold_method"],
+                   **summary_of_sizes(result["sizes"])}
+        write_ome_zarr_metadata(group, voxel_size, 1, name="labels", provenance={
+            "stage": "segment", "source": str(image_zarr), "block": list(whole_chunks(block, array.chunks)),
+            "halo": int(halo), **summary})
         build_pyramid(tmp, n_levels=pyramid_levels, method="nearest")
     if summary_json:
         write_json(summary_json, summary)
-    logger.info("segment: %s threshold %.4g, %d objects -> %s", method, thr, summary["n_objects"], labels_zarr)
+    logger.info("segment: %s threshold %.4g, %d objects -> %s", summary["threshold_method"], summary["threshold"],
+                summary["n_objects"], labels_zarr)
     return summary

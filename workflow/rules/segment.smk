@@ -16,6 +16,10 @@ rule segment:
         runtime=rule_runtime("segment"),
     params:
         c=settings("segment"),
+        block=lambda wildcards: join(
+            sample_settings(wildcards.sample, "segment")["block"]
+        ),
     shell:
         "isonet segment {input:q} {output.labels:q} --summary-json {output.summary:q}"
-        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]} > {log:q} 2>&1"
+        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]}"
+        " --block {params.block} --halo {params.c[halo]} > {log:q} 2>&1"
