@@ -237,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subsample", type=_opt_int, default=None)
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
+                   help="z y x voxels segmented at a time (input and iso-GT segmentations)")
+    s.add_argument("--halo", type=int, default=40, help="voxels read around each block")
+    s.add_argument("--z-margin", type=float, default=26.0,
+                   help="interior SEG: GT nuclei whose centroid is at least this many planes from both z-ends")
 
     s = sub.add_parser("orthoviews", help="report figure: xy/xz/yz views of input, restoration and GT (PNG)")
     s.add_argument("out_png")
@@ -343,7 +348,7 @@ def run(args: argparse.Namespace):
 
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
-                              args.min_size)
+                              args.min_size, block=args.block, halo=args.halo, z_margin=args.z_margin)
     if c == "orthoviews":
         from isonet.stages.report import orthoviews_stage
 

@@ -12,6 +12,7 @@ from isonet.errors import InputError
 from isonet.segment import summary_of_sizes
 from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, segment_nuclei_blocks
 from isonet.stages.common import check_output_path
+from isonet.stages.views import PlanesView
 from isonet.storage import (
     WRITE_CONFIG,
     atomic_path,
@@ -24,18 +25,6 @@ from isonet.storage import (
 from isonet.storage.integrity import checksummed_compressors
 
 logger = logging.getLogger(__name__)
-
-
-class Float32Blocks:
-    """Read-only view of a 3D array whose slices come back as float32 (what the stages segment)."""
-
-    def __init__(self, array):
-        self.array = array
-        self.shape = tuple(int(s) for s in array.shape)
-        self.dtype = np.dtype(np.float32)
-
-    def __getitem__(self, selection) -> np.ndarray:
-        return np.asarray(self.array[selection]).astype(np.float32, copy=False)
 
 
 def whole_chunks(block: Sequence[int], chunks: Sequence[int]) -> tuple[int, int, int]:
@@ -91,7 +80,7 @@ def segment_stage(
     with atomic_path(labels_zarr) as tmp:
         group, _ = create_ome_zarr(tmp, array.shape, np.int32, array.chunks, voxel_size, name="labels")
         try:
-            result = segment_to_zarr(Float32Blocks(array), group, threshold, block, halo,
+            result = segment_to_zarr(PlanesView(array, np.float32), group, threshold, block, halo,
                                      min_distance, min_size, log=logger.warning)
         except InputError as err:  # the pure functions name the setting, not the file
             if str(err).startswith((str(image_zarr), str(Path(image_zarr)))):
