@@ -123,5 +123,6 @@ def test_segment_stage_writes_block_wise_labels_equal_to_whole_volume(tmp_path, 
     assert summary == {"threshold": thr, "threshold_method": method, **segmentation_summary(whole)}
     group = zarr.open_group(tmp_path / "labels.ome.zarr", mode="r")
     assert sorted(group.keys()) == ["0", "1", "2"]  # the scratch array is gone
+    assert len([p for p in (tmp_path / "labels.ome.zarr" / "0").rglob("*") if p.is_file()]) == 1 + 4 * 3 * 3
     assert group.attrs["isonet"]["block"] == [32, 64, 64]  # rounded up to whole chunks
     assert np.array_equal(group["1"][:], whole[::2, ::2, ::2])

@@ -48,7 +48,7 @@ def _max(volume) -> int:
 def _segmented(volume, path, voxel_size, chunks, block, halo, min_distance, min_size):
     """Block-wise labels of ``volume`` in a new OME-Zarr image at ``path`` (level 0, no pyramid)."""
     group, level0 = create_ome_zarr(path, volume.shape, np.int32, chunks, voxel_size, name="labels")
-    segment_to_zarr(volume, group, None, block, halo, min_distance, min_size, log=logger.warning)
+    segment_to_zarr(volume, group, level0, None, block, halo, min_distance, min_size, log=logger.warning)
     return level0
 
 

@@ -38,15 +38,17 @@ def whole_chunks(block: Sequence[int], chunks: Sequence[int]) -> tuple[int, int,
     return tuple(-(-int(b) // int(c)) * int(c) for b, c in zip(block, chunks))
 
 
-def segment_to_zarr(volume, group, threshold=None, block=DEFAULT_BLOCK, halo=DEFAULT_HALO,
+def segment_to_zarr(volume, group, level0, threshold=None, block=DEFAULT_BLOCK, halo=DEFAULT_HALO,
                     min_distance: int = 5, min_size: int = 64, log=None):
-    """Segment ``volume`` block by block into level 0 of the new OME-Zarr image ``group``.
+    """Segment ``volume`` block by block into ``level0`` of the new OME-Zarr image ``group``.
+
+    ``level0`` is the array :func:`isonet.storage.create_ome_zarr` returned (opened to store
+    every chunk, empty ones included).
 
     Provisional ids live in a temporary int64 array ``scratch`` of the group, removed at the end.
     Returns the result of :func:`isonet.segment_blocks.segment_nuclei_blocks`.
     """
     shape = tuple(volume.shape)
-    level0 = group["0"]
     scratch = group.create_array("scratch", shape=shape, dtype=np.int64, chunks=tuple(level0.chunks),
                                  compressors=checksummed_compressors(1), fill_value=0, config=WRITE_CONFIG)
     try:
@@ -78,9 +80,9 @@ def segment_stage(
             "give the output of `isonet stitch` or `isonet convert`"
         )
     with atomic_path(labels_zarr) as tmp:
-        group, _ = create_ome_zarr(tmp, array.shape, np.int32, array.chunks, voxel_size, name="labels")
+        group, level0 = create_ome_zarr(tmp, array.shape, np.int32, array.chunks, voxel_size, name="labels")
         try:
-            result = segment_to_zarr(PlanesView(array, np.float32), group, threshold, block, halo,
+            result = segment_to_zarr(PlanesView(array, np.float32), group, level0, threshold, block, halo,
                                      min_distance, min_size, log=logger.warning)
         except InputError as err:  # the pure functions name the setting, not the file
             if str(err).startswith((str(image_zarr), str(Path(image_zarr)))):
