@@ -47,7 +47,7 @@ def child(stage: str, root: Path, block: list[int], halo: int) -> dict:
 
     logging.disable(logging.WARNING)
     base = _status_mb("VmRSS")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if stage == "segment":
         summary = segment_stage(root / "restored.ome.zarr", root / "labels.ome.zarr", root / "labels.json",
                                 min_size=20, block=block, halo=halo)
@@ -67,11 +67,11 @@ def child(stage: str, root: Path, block: list[int], halo: int) -> dict:
                                  iso_gt=root / "iso_gt.ome.zarr", gt_labels=root / "gt_labels.ome.zarr",
                                  min_size=20, block=block, halo=halo, z_margin=8)
         result = {"seg": metrics["seg"], "psnr": metrics["psnr"]}
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child forked from a large parent
     # would report the parent's size
     peak = _status_mb("VmHWM")
-    return {"stage": stage, "seconds": seconds, "peak_rss_mb": peak, "rss_after_imports_mb": base, **result}
+    return {"stage": stage, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak, "rss_after_imports_mb": base, **result}
 
 
 def make_volumes(root: Path, shape: tuple[int, int, int], tiles: int, chunks: tuple[int, int, int]) -> None:
@@ -134,11 +134,12 @@ def main() -> None:
                        "--halo", str(args.halo)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 run = {"shape": shape, "voxels": int(np.prod(shape)), **json.loads(out.strip().splitlines()[-1])}
-                run["us_per_voxel"] = 1e6 * run["seconds"] / run["voxels"]
+                # CPU time, not wall time: on a shared machine wall time measures the neighbours
+                run["us_per_voxel"] = 1e6 * run["cpu_seconds"] / run["voxels"]
                 runs.append(run)
                 print(f"{stage:18s} {'x'.join(map(str, shape)):12s} peak RSS {run['peak_rss_mb']:7.0f} MB "
-                      f"(after imports {run['rss_after_imports_mb']:.0f} MB), {run['seconds']:6.1f} s, "
-                      f"{run['us_per_voxel']:.2f} µs/voxel", flush=True)
+                      f"(after imports {run['rss_after_imports_mb']:.0f} MB), {run['seconds']:6.1f} s wall, "
+                      f"{run['cpu_seconds']:6.1f} s CPU, {run['us_per_voxel']:.2f} CPU µs/voxel", flush=True)
     ratios = {}
     for stage in args.stages:
         small, large = (r for r in runs if r["stage"] == stage)
@@ -147,7 +148,7 @@ def main() -> None:
                          / (small["peak_rss_mb"] - small["rss_after_imports_mb"]),
                          "time_per_voxel": large["us_per_voxel"] / small["us_per_voxel"]}
         print(f"{stage:18s} 8x the voxels: peak RSS x{ratios[stage]['peak_rss']:.2f} "
-              f"(above imports x{ratios[stage]['stage_rss']:.2f}), time per voxel x{ratios[stage]['time_per_voxel']:.2f}")
+              f"(above imports x{ratios[stage]['stage_rss']:.2f}), CPU time per voxel x{ratios[stage]['time_per_voxel']:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"settings": {"shape": args.shape, "chunks": args.chunks,
                                                            "block": args.block, "halo": args.halo},

@@ -40,8 +40,8 @@ def _reference(path, shape, dtype, stack: contextlib.ExitStack) -> PlanesView:
 
 
 def _max(volume) -> int:
-    """Largest value of a volume, read a slab of about 4 million voxels at a time."""
-    step = max(1, (1 << 22) // max(1, int(np.prod(volume.shape[1:]))))
+    """Largest value of a volume, read a slab of about a million voxels (at least a plane) at a time."""
+    step = max(1, (1 << 20) // max(1, int(np.prod(volume.shape[1:]))))
     return max(int(np.max(volume[z:z + step])) for z in range(0, volume.shape[0], step))
 
 
