@@ -71,7 +71,8 @@ def child(stage: str, root: Path, block: list[int], halo: int) -> dict:
     # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child forked from a large parent
     # would report the parent's size
     peak = _status_mb("VmHWM")
-    return {"stage": stage, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak, "rss_after_imports_mb": base, **result}
+    return {"stage": stage, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak,
+            "rss_after_imports_mb": base, **result}
 
 
 def make_volumes(root: Path, shape: tuple[int, int, int], tiles: int, chunks: tuple[int, int, int]) -> None:
@@ -148,7 +149,8 @@ def main() -> None:
                          / (small["peak_rss_mb"] - small["rss_after_imports_mb"]),
                          "time_per_voxel": large["us_per_voxel"] / small["us_per_voxel"]}
         print(f"{stage:18s} 8x the voxels: peak RSS x{ratios[stage]['peak_rss']:.2f} "
-              f"(above imports x{ratios[stage]['stage_rss']:.2f}), CPU time per voxel x{ratios[stage]['time_per_voxel']:.2f}")
+              f"(above imports x{ratios[stage]['stage_rss']:.2f}), "
+              f"CPU time per voxel x{ratios[stage]['time_per_voxel']:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"settings": {"shape": args.shape, "chunks": args.chunks,
                                                            "block": args.block, "halo": args.halo},
