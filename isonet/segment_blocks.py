@@ -32,11 +32,12 @@ cut by that window, see below). Why it is exact:
   whole-volume labels. The ids are kept in a scratch array (int64) between the two passes.
 
 Memory: one window of the volume (its dtype), its int32 blob labelling and boolean foreground,
-one int64 block, and a table of the object ids and sizes (16 bytes an object) -- set by
-``block`` and ``halo``, not by the size of the volume. Time: each voxel is read and labelled
-about ``prod(1 + 2 halo / block)`` times (windows overlap), and a blob is split once for every
-block its box meets; both are set by ``block`` and ``halo`` too, so the time per voxel does not
-grow with the volume. Larger blocks cost memory and save time.
+one int64 block, the splits of the blobs cut by the borders of blocks still to come (the blocks
+are visited in C order, so these lie along one z-border of blocks: a few bytes per voxel of
+those blobs) and a table of the object ids and sizes (16 bytes an object) -- set by ``block``
+and ``halo`` (and the lateral size, for the cut blobs), not by the depth of the volume. Time:
+each voxel is read and labelled about ``prod(1 + 2 halo / block)`` times (windows overlap), and
+each blob is split once; larger blocks cost memory and save time.
 """
 
 from __future__ import annotations
@@ -218,7 +219,10 @@ def segment_nuclei_blocks(
     ids: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     grown = 0
-    for core in cores:
+    grid = tuple(-(-n // b) for n, b in zip(shape, block))
+    # splits of blobs that later blocks meet too, until the last of them (C order) is done
+    splits: dict[int, tuple[tuple | None, int]] = {}
+    for index, core in enumerate(cores):
         window = _grow(core, halo, shape)
         origin = [w.start for w in window]
         comps, _ = ndi.label(_read(volume, window) > threshold)
@@ -244,7 +248,13 @@ def segment_nuclei_blocks(
         provisional = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
         for first in sorted(blobs):
             comp, i, box = blobs[first]
-            result = split_component(comp, i, min_distance, min_size, sampling)
+            if first in splits:
+                result = splits[first][0]
+            else:
+                result = split_component(comp, i, min_distance, min_size, sampling)
+                last = int(np.ravel_multi_index(tuple((b.stop - 1) // k for b, k in zip(box, block)), grid))
+                if last > index:
+                    splits[first] = (result, last)
             if result is None:
                 continue
             split, write, k = result
@@ -263,6 +273,7 @@ def segment_nuclei_blocks(
         if len(ids) > 256:
             merged = _merge_sizes(ids, counts)
             ids, counts = [merged[0]], [merged[1]]
+        splits = {first: kept for first, kept in splits.items() if kept[1] > index}
         del comps, blobs, provisional
 
     keys, sizes = _merge_sizes(ids, counts)
