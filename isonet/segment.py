@@ -108,13 +108,18 @@ def histogram_counts(block: np.ndarray, lo: float, hi: float, nbins: int = THRES
     return counts.astype(np.int64, copy=False)
 
 
-def _bin_centres(lo: float, hi: float, nbins: int) -> np.ndarray:
-    edges = np.histogram_bin_edges(np.zeros(0), bins=int(nbins), range=(lo, hi))
+def _bin_centres(lo: float, hi: float, nbins: int, dtype) -> np.ndarray:
+    # np.histogram computes the edges in the data's float type (float32 for float32 data)
+    edges = np.histogram_bin_edges(np.zeros(0, dtype), bins=int(nbins), range=(lo, hi))
     return 0.5 * (edges[:-1] + edges[1:])
 
 
-def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter: int = 10000) -> float:
+def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter: int = 10000,
+                              dtype=np.float64) -> float:
     """Intermodes threshold of a histogram over ``[lo, hi]`` (see :func:`threshold_intermodes`).
+
+    ``dtype`` is that of the data: bin centres are computed in its float type, as
+    ``np.histogram`` computes the edges.
 
     Raises
     ------
@@ -126,7 +131,7 @@ def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter
     >>> intermodes_from_histogram(np.array([0, 5, 1, 0, 1, 6, 0]), 0.0, 7.0)
     3.5
     """
-    centres = _bin_centres(lo, hi, len(counts))
+    centres = _bin_centres(lo, hi, len(counts), dtype)
     h = np.asarray(counts, dtype=np.float64)
     for _ in range(int(max_iter) + 1):
         peaks = _strict_maxima(h)
@@ -139,8 +144,10 @@ def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter
     )
 
 
-def otsu_from_histogram(counts: np.ndarray, lo: float, hi: float) -> float:
+def otsu_from_histogram(counts: np.ndarray, lo: float, hi: float, dtype=np.float64) -> float:
     """Otsu's threshold of a histogram over ``[lo, hi]`` (scikit-image's, on these bins).
+
+    For float data this is ``skimage.filters.threshold_otsu`` of the data itself.
 
     Examples
     --------
@@ -151,7 +158,7 @@ def otsu_from_histogram(counts: np.ndarray, lo: float, hi: float) -> float:
 
     if lo == hi:
         return float(lo)
-    return float(threshold_otsu(hist=(np.asarray(counts), _bin_centres(lo, hi, len(counts)))))
+    return float(threshold_otsu(hist=(np.asarray(counts), _bin_centres(lo, hi, len(counts), dtype))))
 
 
 def streamed_threshold(blocks: Callable[[], Iterable[np.ndarray]], rule: str = "intermodes",
@@ -194,15 +201,18 @@ def streamed_threshold(blocks: Callable[[], Iterable[np.ndarray]], rule: str = "
             raise InputError(f"intermodes threshold: image is constant ({lo}); there is nothing to separate")
         return float(lo), "otsu"
     counts = np.zeros(int(nbins), np.int64)
+    dtype = None
     for block in blocks():
+        block = np.asarray(block)
+        dtype = block.dtype if dtype is None else np.result_type(dtype, block.dtype)
         counts += histogram_counts(block, lo, hi, nbins)
     if rule == "intermodes":
         try:
-            return intermodes_from_histogram(counts, lo, hi), "intermodes"
+            return intermodes_from_histogram(counts, lo, hi, dtype=dtype), "intermodes"
         except InputError:
             if fallback != "otsu":
                 raise
-    return otsu_from_histogram(counts, lo, hi), "otsu"
+    return otsu_from_histogram(counts, lo, hi, dtype), "otsu"
 
 
 def threshold_intermodes(image: np.ndarray, nbins: int = THRESHOLD_BINS, max_iter: int = 10000) -> float:
@@ -248,7 +258,7 @@ def threshold_intermodes(image: np.ndarray, nbins: int = THRESHOLD_BINS, max_ite
     lo, hi = intensity_range([image])
     if lo == hi:
         raise InputError(f"intermodes threshold: image is constant ({lo}); there is nothing to separate")
-    return intermodes_from_histogram(histogram_counts(image, lo, hi, nbins), lo, hi, max_iter)
+    return intermodes_from_histogram(histogram_counts(image, lo, hi, nbins), lo, hi, max_iter, image.dtype)
 
 
 def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple[float, str]:

@@ -126,3 +126,11 @@ def test_segment_stage_writes_block_wise_labels_equal_to_whole_volume(tmp_path, 
     assert len([p for p in (tmp_path / "labels.ome.zarr" / "0").rglob("*") if p.is_file()]) == 1 + 4 * 3 * 3
     assert group.attrs["isonet"]["block"] == [32, 64, 64]  # rounded up to whole chunks
     assert np.array_equal(group["1"][:], whole[::2, ::2, ::2])
+
+
+def test_otsu_is_scikit_images_on_float_data():
+    from skimage.filters import threshold_otsu
+
+    for seed in range(3):
+        v = np.random.default_rng(seed).gamma(2, 1, (20, 30, 30)).astype(np.float32)
+        assert threshold_by_rule(v, "otsu") == float(threshold_otsu(v))
