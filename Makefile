@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# No PATH change: the rules find isonet next to the Python that runs Snakemake, as in the README.
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/default
+	$(BIN)/snakemake --profile profiles/default
 	@echo; cat results/demo/metrics.md
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests
 
 # The workflow on a real single-node SLURM (tests/slurm/): installs slurm-wlm and munge with
 # apt-get when missing (root), starts the daemons, runs the tiny config through profiles/slurm.

@@ -1,8 +1,8 @@
 """Baselines IsoNet is compared with: cubic upsampling, Richardson-Lucy, and SRCNN's training kernel.
 
 * :func:`cubic_upsample` -- the acquired volume upsampled along z with the exact-grid Keys cubic
-  of :mod:`isonet.degrade` (acquired plane ``k`` on isotropic plane ``k * factor``); what every
-  other method starts from.
+  of :mod:`isonet.degrade` (acquired plane ``k`` at ``z = k * factor`` lateral pixels, on an
+  isotropic plane whenever that is an integer); what every other method starts from.
 * :func:`richardson_lucy` -- Richardson-Lucy deconvolution of that volume with the acquisition
   PSF ``h`` (FFT convolutions, mirrored edges, float32, a known constant background such as the
   camera offset). Non-negative by construction; the iteration count is the regularisation.
@@ -19,26 +19,26 @@ from collections.abc import Callable
 import numpy as np
 from scipy import fft as sp_fft
 
-from isonet.degrade import upsample_axis
+from isonet.degrade import exact_factor, upsample_axis
 from isonet.errors import InputError
 
 __all__ = ["cubic_upsample", "richardson_lucy", "subsampling_kernel"]
 
 
-def cubic_upsample(acquired: np.ndarray, factor: int) -> np.ndarray:
+def cubic_upsample(acquired: np.ndarray, factor) -> np.ndarray:
     """Cubic upsampling of an anisotropic ``zyx`` volume along z onto the isotropic grid.
 
     Parameters
     ----------
     acquired : ndarray, shape (Z, Y, X)
         The acquired volume, z sampled every ``factor`` lateral pixels.
-    factor : int
-        Axial subsampling factor σ.
+    factor : int or float
+        Axial subsampling factor σ >= 1, not necessarily an integer.
 
     Returns
     -------
-    volume : ndarray, float32, shape ``((Z - 1) * factor + 1, Y, X)``; plane ``k * factor`` is
-        acquired plane ``k`` exactly.
+    volume : ndarray, float32, shape ``(floor((Z - 1) * factor) + 1, Y, X)``; plane ``k * factor``
+        is acquired plane ``k`` exactly wherever ``k * factor`` is an integer.
 
     Examples
     --------
@@ -46,15 +46,20 @@ def cubic_upsample(acquired: np.ndarray, factor: int) -> np.ndarray:
     >>> u = cubic_upsample(a, 4)
     >>> u.shape, bool(np.array_equal(u[::4], a))
     ((9, 2, 2), True)
+    >>> u = cubic_upsample(a, 4.5)  # planes 0 and 2 on isotropic planes 0 and 9, plane 1 at 4.5
+    >>> u.shape, bool(np.array_equal(u[::9], a[::2]))
+    ((10, 2, 2), True)
     """
     acquired = np.asarray(acquired)
     if acquired.ndim != 3:
         raise InputError(f"acquired volume must be 3D (z, y, x), got shape {acquired.shape}")
     if acquired.shape[0] < 2:
         raise InputError(f"acquired volume needs at least 2 z planes to upsample, got {acquired.shape[0]}")
-    if int(factor) != factor or factor < 1:
-        raise InputError(f"factor must be a positive integer, got {factor!r}")
-    return upsample_axis(acquired, int(factor), axis=0)
+    try:
+        factor = exact_factor(factor)
+    except ValueError:
+        raise InputError(f"factor must be a number >= 1, got {factor!r}") from None
+    return upsample_axis(acquired, factor, axis=0)
 
 
 def subsampling_kernel() -> np.ndarray:

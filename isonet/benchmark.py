@@ -97,7 +97,7 @@ class CellSettings:
     """
 
     shape: tuple[int, int, int] = (128, 128, 128)
-    subsample: int = 4
+    subsample: int | float = 4  # σ, need not be an integer
     photons: float = 200.0
     read_noise: float = 2.0
     offset: float = 100.0
@@ -525,14 +525,14 @@ def tune_networks(
     }
 
 
-def resample_corner_aligned_z(volume: np.ndarray, n_acquired: int, factor: int) -> np.ndarray:
+def resample_corner_aligned_z(volume: np.ndarray, n_acquired: int, factor) -> np.ndarray:
     """Bring a volume upsampled corner to corner along z onto isonet's isotropic grid.
 
     ``scipy.ndimage.zoom`` (as CSBDeep's isotropic prediction uses it) spreads ``n_out`` output
     planes over the acquired planes corner to corner: output plane ``i`` lies at acquired
     coordinate ``i (n_acq - 1) / (n_out - 1)``. isonet puts acquired plane ``k`` on isotropic
     plane ``k σ``, i.e. isotropic plane ``j`` at acquired coordinate ``j / σ``, for
-    ``j = 0 .. (n_acq - 1) σ``. This interpolates ``volume`` linearly along z at those positions.
+    ``j = 0 .. floor((n_acq - 1) σ)``. This interpolates ``volume`` linearly along z at those positions.
 
     Parameters
     ----------
@@ -540,12 +540,12 @@ def resample_corner_aligned_z(volume: np.ndarray, n_acquired: int, factor: int) 
         The other method's output, ``n_out >= 2`` planes spanning the acquired planes.
     n_acquired : int
         Number of acquired planes (>= 2).
-    factor : int
-        Axial subsampling factor σ.
+    factor : int or float
+        Axial subsampling factor σ >= 1, not necessarily an integer.
 
     Returns
     -------
-    ndarray ((n_acquired - 1) * factor + 1, y, x), float32
+    ndarray (floor((n_acquired - 1) * factor) + 1, y, x), float32
 
     Examples
     --------
@@ -554,8 +554,8 @@ def resample_corner_aligned_z(volume: np.ndarray, n_acquired: int, factor: int) 
     [0.0, 0.3333, 0.6667, 1.0, 1.3333, 1.6667, 2.0, 2.3333, 2.6667, 3.0]
     """
     volume = np.asarray(volume)
-    n_out, n_acquired, factor = volume.shape[0], int(n_acquired), int(factor)
-    if n_acquired < 2 or factor < 1 or n_out < 2:
+    n_out, n_acquired = volume.shape[0], int(n_acquired)
+    if n_acquired < 2 or not factor >= 1 or n_out < 2:
         raise InputError(f"z-grid alignment needs >= 2 acquired and output planes and factor >= 1, "
                          f"got {n_acquired}, {n_out} and {factor}")
     n_iso = upsampled_length(n_acquired, factor)

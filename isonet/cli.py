@@ -35,6 +35,11 @@ def _opt_float(text: str):
     return None if text in ("", "none", "None", "null") else float(text)
 
 
+def _opt_factor(text: str):
+    """An axial factor σ >= 1 (``4``, ``4.5``), or None for the input's voxel-size ratio."""
+    return None if text in ("", "none", "None", "null") else _factor(text)
+
+
 def _checked(convert, test, expected: str):
     """An argparse type: ``convert(text)``, refused unless ``test(value)``; named after what it expects."""
 
@@ -54,6 +59,7 @@ def _checked(convert, test, expected: str):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _count = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_factor = _checked(float, lambda v: math.isfinite(v) and v >= 1, "a number >= 1")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _zstd_level = _checked(int, lambda v: -131072 <= v <= 22, "a zstd level (at most 22)")
 
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", default="nuclei")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--pixel-size", type=_positive_float, default=0.2, help="isotropic voxel size of the phantom (µm)")
-    s.add_argument("--subsample", type=int, default=4)
+    s.add_argument("--subsample", type=_factor, default=4, help="axial step σ in phantom voxels (4, 4.5, ...)")
     s.add_argument("--psf-kind", default="gaussian")
     s.add_argument("--psf-params", type=_json, default=None, help="JSON dict of PSF parameters")
     s.add_argument("--photons", type=float, default=200.0)
@@ -90,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voxel-size", type=float, nargs=3, default=None, help="z y x in µm (overrides the file)")
     s.add_argument("--compression-level", type=_zstd_level, default=3)
     s.add_argument("--levels", type=_positive_int, default=2)
+    s.add_argument("--axes", default=None,
+                   help="the input's axes, one letter per axis from T C Z Y X (e.g. TCZYX), when the file does not say")
+    s.add_argument("--channels", nargs="+", default=None, help="channels to keep, by index or name (default: all)")
+    s.add_argument("--timepoints", type=_count, nargs="+", default=None, help="time points to keep (default: all)")
 
     s = sub.add_parser("psf", help="build the PSF, h_rot, h_iso and the training kernel")
     s.add_argument("--out-npz", required=True)
@@ -97,13 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", default="gaussian")
     s.add_argument("--params", type=_json, default=None, help="JSON dict of PSF parameters")
     s.add_argument("--mode", default="full", choices=["full", "split"])
-    s.add_argument("--measured", default=None, help="bead stack TIFF for kind 'measured'")
+    s.add_argument("--measured", default=None, help="bead stack TIFF for kind 'measured' (wins over auto)")
+    s.add_argument("--from", dest="source", default=None,
+                   help="kind 'auto': the input image whose metadata (OME-XML, or a converted store) give the optics; "
+                        "--params then holds values that override them (na, immersion_ri, excitation_nm, ...)")
+    s.add_argument("--channel", type=_count, default=0, help="kind 'auto': the channel whose PSF is built")
+    s.add_argument("--axes", default=None, help="kind 'auto': the --from image's axes when the file does not say")
 
     s = sub.add_parser("patches", help="sample training pairs from lateral planes")
     s.add_argument("input_zarr")
     s.add_argument("psf_npz")
     s.add_argument("out_npz")
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--n-patches", type=_positive_int, default=4000)
     s.add_argument("--patch-size", type=int, default=64)
     s.add_argument("--foreground-percentile", type=float, default=90.0)
@@ -116,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                         'or JSON {"offset": counts, "read_noise": counts, "gain": counts/photon}')
     s.add_argument("--validation-fraction", type=float, default=0.1,
                    help="share of the lateral planes held out for validation")
+    s.add_argument("--channel", type=_count, default=None, help="time-lapse or multi-channel input: the channel")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--timepoints", type=_count, nargs="+", default=None,
+                   help="time points whose planes are sampled (default: all)")
+    g.add_argument("--n-timepoints", type=_positive_int, default=None,
+                   help="sample planes from this many time points spread over the series")
 
     s = sub.add_parser("train", help="train the network on the patches")
     s.add_argument("patches_npz")
@@ -154,7 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
+    s.add_argument("--channel", type=_count, default=None, help="time-lapse or multi-channel input: the channel")
+    s.add_argument("--time", type=_count, default=None, help="time-lapse input: the time point")
+
+    s = sub.add_parser("assemble", help="restored (time point, channel) volumes -> one TCZYX OME-Zarr (+ ImageJ TIFF)")
+    s.add_argument("source_zarr", help="the converted input (its axes, time step and channel names)")
+    s.add_argument("output_zarr")
+    s.add_argument("--part", nargs=3, action="append", required=True, metavar=("T", "C", "STORE"),
+                   help="time point, channel and restored store (`isonet predict --time T --channel C`); repeat")
+    s.add_argument("--levels", type=_positive_int, default=3)
+    s.add_argument("--tiff", default=None, help="also export this ImageJ hyperstack TIFF")
 
     s = sub.add_parser("stitch", help="final OME-Zarr with pyramid (+ TIFF export)")
     s.add_argument("predicted_zarr")
@@ -215,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="nuclei segmentation (intermodes + EDT watershed)")
     s.add_argument("image_zarr")
-    s.add_argument("labels_zarr")
+    s.add_argument("labels_zarr", help="output: <image_zarr>/labels/<name> writes NGFF labels of the image "
+                   "(what the workflow does); any other path a separate OME-Zarr")
     s.add_argument("--summary-json", default=None)
     s.add_argument("--threshold", type=_opt_float, default=None)
     s.add_argument("--min-distance", type=int, default=5)
@@ -234,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", default=None)
     s.add_argument("--iso-gt", default=None)
     s.add_argument("--gt-labels", default=None)
-    s.add_argument("--subsample", type=_opt_int, default=None)
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
     s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
@@ -275,18 +310,21 @@ def run(args: argparse.Namespace):
     if c == "convert":
         from isonet.stages.convert import convert
 
-        return convert(args.input, args.output, tuple(args.chunks), args.voxel_size, args.compression_level, args.levels)
+        return convert(args.input, args.output, tuple(args.chunks), args.voxel_size, args.compression_level, args.levels,
+                       axes=args.axes, channels=args.channels, timepoints=args.timepoints)
     if c == "psf":
         from isonet.stages.psf import psf_stage
 
-        return psf_stage(args.out_npz, args.out_json, args.kind, args.params, args.mode, args.measured)
+        return psf_stage(args.out_npz, args.out_json, args.kind, args.params, args.mode, args.measured,
+                         source_path=args.source, channel=args.channel, axes=args.axes)
     if c == "patches":
         from isonet.stages.patches import patches_stage
 
         return patches_stage(args.input_zarr, args.psf_npz, args.out_npz, args.subsample, args.n_patches,
                              args.patch_size, args.foreground_percentile, args.foreground_fraction,
                              tuple(args.norm_percentiles), args.max_planes, args.seed, args.camera,
-                             args.validation_fraction)
+                             args.validation_fraction, channel=args.channel,
+                             timepoints=args.n_timepoints if args.n_timepoints is not None else args.timepoints)
     if c == "train":
         from isonet.stages.train import train_stage
 
@@ -299,7 +337,17 @@ def run(args: argparse.Namespace):
 
         return predict_stage(args.input_zarr, args.model, args.output_zarr, tuple(args.chunks), tuple(args.block),
                              args.combine, args.batch_size, args.device, args.precision, args.workers, args.threads,
-                             subsample=args.subsample, tta=args.tta)
+                             subsample=args.subsample, tta=args.tta, channel=args.channel, time=args.time)
+    if c == "assemble":
+        from isonet.errors import InputError
+        from isonet.stages.assemble import assemble_stage
+
+        parts = []
+        for t, ch, store in args.part:
+            if not (t.isdigit() and ch.isdigit()):
+                raise InputError(f"--part {t} {ch} {store}: time point and channel must be non-negative integers")
+            parts.append((int(t), int(ch), store))
+        return assemble_stage(args.source_zarr, parts, args.output_zarr, args.levels, args.tiff)
     if c == "stitch":
         from isonet.stages.stitch import stitch_stage
 
@@ -310,10 +358,14 @@ def run(args: argparse.Namespace):
         return convert_legacy_model(args.old, args.new, trust=args.trust)
     if c == "export-tiff":
         from isonet.stages.common import check_output_path
-        from isonet.storage import export_tiff, read_ome_zarr
+        from isonet.storage import export_hyperstack_tiff, export_tiff, image_axes, open_hyperstack, read_ome_zarr
 
         check_output_path(args.tiff, [args.zarr])
         array, voxel_size = read_ome_zarr(args.zarr)
+        if array.ndim > 3:  # a time-lapse and/or multi-channel image: an ImageJ hyperstack
+            stack = open_hyperstack(args.zarr)
+            return export_hyperstack_tiff(array, image_axes(args.zarr), args.tiff, voxel_size,
+                                          stack.acquisition.time_increment_s)
         return export_tiff(array, args.tiff, voxel_size)
     if c == "verify":
         from isonet.stages.verify import verify_store

@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .degrade import exact_factor
 from .errors import InputError
 from .nets import build_network, halo_for
 from .patches import Normalization
@@ -44,13 +45,13 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_model(path, model: nn.Module, architecture: str, factor: int, normalization: Normalization, **meta) -> None:
+def save_model(path, model: nn.Module, architecture: str, factor, normalization: Normalization, **meta) -> None:
     """Write a model file atomically: weights (CPU) in safetensors, ``meta`` (JSON-serializable) in its metadata."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info = {
         "format": MODEL_FORMAT,
         "architecture": architecture,
-        "factor": int(factor),
+        "factor": exact_factor(factor),  # an int when integral, else the float of the exact ratio
         "normalization": normalization.to_dict(),
         "receptive_radius": int(model.receptive_radius),
         "halo": halo_for(model),

@@ -2,19 +2,30 @@
 
 A lateral (yx) plane is sharp. Degrading it as the microscope degrades the axial axis gives a
 plane that looks like an axial slice, and the network learns to map it back to the sharp plane:
-blur with the PSF rotated into the plane (its axial profile along x), keep every ``factor``-th
-column (the acquired planes), add the camera's noise to those samples, and upsample back with
-the same cubic interpolation that later upsamples the volume along z.
+blur with the PSF rotated into the plane (its axial profile along x), keep the columns at
+``phase + k·σ`` (the acquired planes), add the camera's noise to those samples, and upsample back
+with the same cubic interpolation that later upsamples the volume along z.
+
+A non-integer σ (4.5, 10/3) is degraded at its own step, not a rounded one. The phase is a whole
+column, so the upsampled samples land on the plane's columns ``phase, phase + 1, ...`` and the
+target is the sharp plane itself, never an interpolation of it; the acquired columns at
+``phase + k·σ`` that fall between two columns are read from the blurred plane with the
+band-limited interpolation of :func:`isonet.degrade.subsample_axis` (the blur makes that plane
+smooth along x). With σ = ``num / den`` the offsets of the upsampled samples from their taps
+repeat every ``num`` columns, so a patch is placed by its first column modulo ``num``; this is
+the integer-σ offset when ``den = 1``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .camera import Camera, add_camera_noise
-from .degrade import blur2d, reflect_indices, upsample_axis, upsampled_length
+from .degrade import (blur2d, cubic_positions, exact_factor, factor_fraction, reflect_indices, subsample_axis,
+                      upsample_axis, upsampled_length)
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,8 @@ def fit_normalization(sample: np.ndarray, low: float = 1.0, high: float = 99.8) 
     return Normalization(float(lo), float(hi), (float(low), float(high)))
 
 
-def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
-    """What the microscope acquires of a lateral plane turned axial: blurred, every ``factor``-th column.
+def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor, phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the microscope acquires of a lateral plane turned axial: blurred, columns ``phase + k·σ``.
 
     Parameters
     ----------
@@ -70,21 +81,20 @@ def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int
         A lateral plane (normalised).
     kernel : ndarray (kh, kw)
         2D PSF kernel with the axial profile along x (:func:`isonet.psf.lateral_plane_kernel`).
-    factor : int
-        Axial subsampling factor σ.
+    factor : int or float
+        Axial subsampling factor σ >= 1, not necessarily an integer.
     phase : int
-        Which column the subsampling starts at, in ``[0, factor)``.
+        The column the subsampling starts at, an integer in ``[0, σ)``.
 
     Returns
     -------
     samples : ndarray (H, n), float32
-        The noise-free acquired columns ``phase, phase + factor, ...`` of the blurred plane.
-    target : ndarray (H, (n - 1) * factor + 1), float32
-        The plane's columns from ``phase`` on, aligned with the samples upsampled by ``factor``.
+        The noise-free acquired columns of the blurred plane at ``phase, phase + σ, phase + 2σ, ...``
+        (interpolated where ``phase + k·σ`` falls between two columns).
+    target : ndarray (H, upsampled_length(n, σ)), float32
+        The plane's columns from ``phase`` on, aligned with the samples upsampled by σ.
     """
-    if not 0 <= phase < factor:
-        raise ValueError(f"phase must be in [0, {factor}), got {phase}")
-    samples = blur2d(plane, kernel)[:, phase::factor]
+    samples = subsample_axis(blur2d(plane, kernel), factor, axis=1, phase=phase)
     if samples.shape[1] < 2:
         raise ValueError(f"plane of width {plane.shape[1]} is too narrow to subsample by {factor}")
     width = upsampled_length(samples.shape[1], factor)
@@ -94,7 +104,7 @@ def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor: int, phase: int
 def degrade_plane(
     plane: np.ndarray,
     kernel: np.ndarray,
-    factor: int,
+    factor,
     phase: int,
     camera: Camera | None = None,
     norm: Normalization | None = None,
@@ -102,7 +112,7 @@ def degrade_plane(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (input, target) pair from a whole lateral plane, degraded in acquisition order.
 
-    Blur with the training kernel, keep every ``factor``-th column (:func:`acquire_plane`), add
+    Blur with the training kernel, keep the columns ``phase + k·σ`` (:func:`acquire_plane`), add
     the camera's shot and read noise to those acquired samples, and upsample them back with the
     cubic interpolation that upsamples the volume along z. The input then carries the noise of a
     real axial slice: its variance depends on the distance to the nearest acquired plane and it
@@ -133,19 +143,23 @@ def degrade_plane(
 class TrainingPairs:
     """Patch pairs kept as noise-free acquired samples, degraded anew each time they are drawn.
 
-    Patch ``i``'s input is ``upsample(samples[i] + noise)[:, offsets[i] + factor :][:, :P]``:
+    Patch ``i``'s input is the cubic upsampling of ``samples[i] + noise`` at the patch's columns:
     the acquired samples cover the patch plus the taps the cubic interpolation needs (one
-    sample before, two after, mirrored at the plane's edges). :meth:`inputs` draws fresh camera
-    noise each call, so a network never sees the same noisy input twice.
+    sample before, two after, mirrored at the plane's edges). For an integer σ that is
+    ``upsample(samples[i] + noise)[:, offsets[i] + factor :][:, :P]``. :meth:`inputs` draws fresh
+    camera noise each call, so a network never sees the same noisy input twice.
 
     Attributes
     ----------
     samples : ndarray (N, P, S), float32
         Noise-free acquired samples (normalised), the axial axis last.
     offsets : ndarray (N,), int
-        Position of each patch's first column after the first sample upsampled, minus ``factor``.
+        Each patch's first column on the upsampled grid of its plane, modulo ``num`` of σ = ``num / den``
+        (for an integer σ: its position after the first stored sample upsampled, minus σ). The
+        first stored sample is the acquired sample before the one at or left of that column.
     targets : ndarray (N, P, P), float32
-    factor : int
+    factor : int or float
+        σ, an int when integral (:func:`isonet.degrade.exact_factor`).
     camera : Camera or None
     norm : Normalization
     """
@@ -153,7 +167,7 @@ class TrainingPairs:
     samples: np.ndarray
     offsets: np.ndarray
     targets: np.ndarray
-    factor: int
+    factor: int | float
     camera: Camera | None
     norm: Normalization
 
@@ -165,10 +179,15 @@ class TrainingPairs:
         samples = self.samples[index]
         if self.camera is not None and rng is not None:
             samples = add_camera_noise(samples, self.camera, self.norm.low, self.norm.high, rng)
-        up = upsample_axis(samples, self.factor, axis=-1)
-        size = self.targets.shape[-1]
-        cols = self.factor + np.asarray(self.offsets[index])[..., None] + np.arange(size)
-        return np.take_along_axis(up, cols[..., None, :], axis=-1)
+        offsets = np.asarray(self.offsets[index])
+        k, weights = cubic_positions(offsets[..., None] + np.arange(self.targets.shape[-1]), self.factor)
+        first = cubic_positions(offsets, self.factor)[0]
+        taps = (k - first[..., None])[..., None, :]  # tap k - 1 within the stored samples, one row for all rows
+        out = np.zeros(samples.shape[:-1] + taps.shape[-1:], np.float32)
+        for t in range(4):  # the sum of upsample_axis, term for term
+            w = weights[..., None, :, t].astype(np.float32)
+            out += w * np.take_along_axis(samples, taps + t, axis=-1)
+        return out
 
     def subset(self, index) -> TrainingPairs:
         return TrainingPairs(self.samples[index], self.offsets[index], self.targets[index], self.factor,
@@ -178,7 +197,7 @@ class TrainingPairs:
 def sample_training_pairs(
     planes,
     kernel: np.ndarray,
-    factor: int,
+    factor,
     n_patches: int,
     patch_size: int = 64,
     foreground_threshold: float | None = None,
@@ -224,7 +243,9 @@ def sample_training_pairs(
     rng = np.random.default_rng(seed)
     per_plane = np.full(len(planes), n_patches // len(planes))
     per_plane[rng.choice(len(planes), n_patches % len(planes), replace=False)] += 1
-    width = (patch_size + factor - 2) // factor + 4
+    f = factor_fraction(factor)
+    # stored samples per patch: the taps of its columns, wherever the patch starts
+    width = ((patch_size - 1) * f.denominator + f.numerator - 1) // f.numerator + 4
     S = np.empty((n_patches, patch_size, width), np.float32)
     Y = np.empty((n_patches, patch_size, patch_size), np.float32)
     offsets = np.empty(n_patches, np.int64)
@@ -238,15 +259,16 @@ def sample_training_pairs(
             )
         if both_lateral_axes and rng.random() < 0.5:
             plane = plane.T
-        samples, target = acquire_plane(plane, kernel, factor, int(rng.integers(factor)))
+        samples, target = acquire_plane(plane, kernel, factor, int(rng.integers(math.ceil(f))))
         ys, xs = _patch_corners(target, count, patch_size, foreground_threshold, foreground_fraction, rng)
         for y0, x0 in zip(ys, xs):
-            k0, offsets[i] = divmod(int(x0), factor)
+            offsets[i] = int(x0) % f.numerator
+            k0 = int(x0) * f.denominator // f.numerator  # the acquired sample at or left of x0
             cols = reflect_indices(np.arange(k0 - 1, k0 - 1 + width), samples.shape[1])
             S[i] = samples[y0 : y0 + patch_size, cols]
             Y[i] = target[y0 : y0 + patch_size, x0 : x0 + patch_size]
             i += 1
-    return TrainingPairs(S, offsets, Y, int(factor), camera, norm)
+    return TrainingPairs(S, offsets, Y, exact_factor(factor), camera, norm)
 
 
 def split_planes(n_planes: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@
 Phantoms follow the synthetic data of Weigert et al. (2017): textured ellipsoidal nuclei, packed
 epithelium-like cell membranes, or both. They live on the isotropic grid (axes ``zyx``, voxel size
 = lateral pixel size) with values in [0, 1]. :func:`simulate_acquisition` then images a phantom
-as an anisotropic microscope would: blur with the (axially elongated) PSF, keep every
-``subsample``-th z plane, Poisson shot noise, camera offset and gaussian read noise.
+as an anisotropic microscope would: blur with the (axially elongated) PSF, keep the z planes
+every ``subsample`` voxels (an integer or not), Poisson shot noise, camera offset and gaussian
+read noise.
 
 All functions are pure: arrays and parameters in, arrays out, numpy and scipy only. Randomness
 comes from ``np.random.default_rng(seed)``, so a given ``seed`` always gives the same result.
@@ -21,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
+from isonet.degrade import exact_factor, subsample_axis
 from isonet.errors import InputError
 
 PHANTOM_KINDS = ("nuclei", "membranes", "both")
@@ -559,7 +561,7 @@ def blur(volume, psf) -> np.ndarray:
 def simulate_acquisition(
     gt,
     psf,
-    subsample: int,
+    subsample,
     photons: float = 1000.0,
     read_noise: float = 2.0,
     offset: float = 100.0,
@@ -568,8 +570,12 @@ def simulate_acquisition(
 ) -> np.ndarray:
     """Image an isotropic ground truth with an anisotropic microscope.
 
-    ``gt`` is blurred with ``psf`` on the isotropic grid and every ``subsample``-th z plane is
-    kept, starting at plane 0 (acquired plane ``k`` is isotropic plane ``k * subsample``). The
+    ``gt`` is blurred with ``psf`` on the isotropic grid and sampled every ``subsample`` planes
+    along z from plane 0: acquired plane ``k`` is the blurred volume at ``z = k * subsample``
+    isotropic voxels. For an integer ``subsample`` that is isotropic plane ``k * subsample``; a
+    non-integer one (4.5) puts some planes between isotropic planes, where the blurred volume is
+    interpolated along z (quintic spline, :func:`isonet.degrade.subsample_axis`; the axial blur
+    makes it smooth there). The
     blurred volume is scaled so that its brightest voxel (over all isotropic planes) has
     ``photons`` expected counts; the counts are Poisson distributed, then the camera adds
     ``offset`` and gaussian read noise of standard deviation ``read_noise`` counts. Integer
@@ -581,8 +587,8 @@ def simulate_acquisition(
         Ground truth on the isotropic grid, non-negative.
     psf : ndarray, 3D
         Anisotropic PSF on the isotropic grid (odd shape, sums to 1).
-    subsample : int
-        Axial subsampling factor >= 1 (axial / lateral voxel size).
+    subsample : int or float
+        Axial subsampling factor σ >= 1 (axial / lateral voxel size), not necessarily an integer.
     photons : float
         Expected counts of the brightest blurred voxel, > 0.
     read_noise : float
@@ -596,7 +602,8 @@ def simulate_acquisition(
 
     Returns
     -------
-    acquired : ndarray, ``dtype``, shape ``(ceil(z / subsample), y, x)``.
+    acquired : ndarray, ``dtype``, shape ``(floor((z - 1) / subsample) + 1, y, x)`` (``ceil(z / subsample)``
+        planes for an integer ``subsample``).
 
     Examples
     --------
@@ -607,10 +614,10 @@ def simulate_acquisition(
     ((16, 64, 64), dtype('uint16'), True)
     """
     gt = _check_volume(gt, "gt")
-    integral = isinstance(subsample, numbers.Real) and not isinstance(subsample, bool) and float(subsample).is_integer()
-    if not integral or subsample < 1:
-        raise InputError(f"subsample must be an integer >= 1, got {subsample!r}")
-    subsample = int(subsample)
+    try:
+        subsample = exact_factor(subsample)
+    except ValueError:
+        raise InputError(f"subsample must be a number >= 1, got {subsample!r}") from None
     photons = _check_positive(photons, "photons")
     read_noise = _check_positive(read_noise, "read_noise", allow_zero=True)
     offset = _check_positive(offset, "offset", allow_zero=True)
@@ -626,7 +633,8 @@ def simulate_acquisition(
 
     blurred = blur(gt, psf)
     peak = float(blurred.max()) if blurred.size else 0.0
-    planes = blurred[::subsample].astype(np.float64)
+    # between planes the spline can undershoot zero by a hair next to a sharp edge
+    planes = np.clip(subsample_axis(blurred, subsample, axis=0).astype(np.float64), 0, None)
     expected = planes * (photons / peak) if peak > 0 else np.zeros_like(planes)
     counts = rng.poisson(expected).astype(np.float64)
     counts += offset
@@ -652,11 +660,11 @@ class SyntheticDataset:
         ``blur(gt, psf_iso)``: what a microscope with the isotropic target PSF would see,
         the reference a restoration is compared with.
     acquired : ndarray
-        Simulated anisotropic acquisition, ``ceil(z / subsample)`` planes.
+        Simulated anisotropic acquisition, ``floor((z - 1) / subsample) + 1`` planes.
     labels : ndarray, int32, or None
         Nuclei labels of ``gt`` (None for membranes).
-    subsample : int
-        Axial subsampling factor of ``acquired``.
+    subsample : int or float
+        Axial subsampling factor of ``acquired`` (int when integral).
     """
 
     kind: str
@@ -664,7 +672,7 @@ class SyntheticDataset:
     iso_gt: np.ndarray
     acquired: np.ndarray
     labels: np.ndarray | None
-    subsample: int
+    subsample: int | float
 
 
 def make_dataset(
@@ -672,7 +680,7 @@ def make_dataset(
     shape,
     psf,
     psf_iso,
-    subsample: int,
+    subsample,
     seed=None,
     photons: float = 1000.0,
     read_noise: float = 2.0,
@@ -691,8 +699,8 @@ def make_dataset(
         Anisotropic acquisition PSF on the isotropic grid.
     psf_iso : ndarray, 3D
         Isotropic target PSF on the isotropic grid.
-    subsample : int
-        Axial subsampling factor >= 1.
+    subsample : int or float
+        Axial subsampling factor σ >= 1, not necessarily an integer.
     seed : int, numpy.random.Generator or None
         Passed to ``np.random.default_rng``; phantom and noise use independent streams.
     photons, read_noise, offset : float
@@ -718,5 +726,5 @@ def make_dataset(
         gt, psf, subsample, photons=photons, read_noise=read_noise, offset=offset, seed=rng_noise
     )
     return SyntheticDataset(
-        kind=kind, gt=gt, iso_gt=blur(gt, psf_iso), acquired=acquired, labels=labels, subsample=int(subsample)
+        kind=kind, gt=gt, iso_gt=blur(gt, psf_iso), acquired=acquired, labels=labels, subsample=exact_factor(subsample)
     )

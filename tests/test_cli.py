@@ -52,14 +52,20 @@ def test_model_file_roundtrip_and_errors(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
-def test_non_integer_anisotropy_is_an_error():
+def test_non_integer_anisotropy_is_kept_exact():
     from isonet.errors import InputError
     from isonet.stages.common import axial_factor
 
-    assert axial_factor((0.8, 0.2, 0.2)) == 4
+    assert axial_factor((0.8, 0.2, 0.2)) == 4 and isinstance(axial_factor((0.8, 0.2, 0.2)), int)
     assert axial_factor((0.7, 0.2, 0.2), subsample=3) == 3
-    with pytest.raises(InputError, match="not an integer"):
-        axial_factor((0.7, 0.2, 0.2))
+    assert axial_factor((0.7, 0.2, 0.2)) == 3.5  # not rounded
+    assert axial_factor((0.9, 0.2, 0.2)) == 4.5 and axial_factor((1.3, 0.325, 0.325)) == 4
+    assert axial_factor((1.0, 0.3, 0.3)) == 10 / 3 and axial_factor((1.0, 0.3, 0.3), subsample=10 / 3) == 10 / 3
+    assert axial_factor((0.804, 0.2, 0.2)) == 4.02  # near an integer is not the integer
+    with pytest.raises(InputError, match=r"z/x = 0.1/0.2 = 0.5 is below 1"):
+        axial_factor((0.1, 0.2, 0.2))
+    with pytest.raises(InputError, match="subsample must be a number >= 1"):
+        axial_factor((0.8, 0.2, 0.2), subsample=0.5)
 
 
 def _cli(argv, capsys):

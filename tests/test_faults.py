@@ -62,7 +62,7 @@ OUTPUTS = {  # rule -> its outputs, relative to the working directory
     "train": ["results/tiny/train/model.safetensors", "results/tiny/train/training.tsv"],
     "predict": ["results/tiny/predict/predicted.ome.zarr"],
     "stitch": ["results/tiny/restored.ome.zarr"],
-    "segment": ["results/tiny/labels.ome.zarr", "results/tiny/labels.json"],
+    "segment": ["results/tiny/restored.ome.zarr/labels/nuclei", "results/tiny/labels.json"],
 }
 
 

@@ -124,3 +124,43 @@ def test_normalization_roundtrip():
     assert Normalization.from_dict(n.to_dict()) == n
     with pytest.raises(ValueError, match="flat"):
         fit_normalization(np.ones(100))
+
+
+@pytest.mark.parametrize("sigma", [4.5, 10 / 3])
+def test_non_integer_step_degrades_at_that_step(kernel, sigma):
+    """Targets are whole columns from the phase on; inputs sit on them, not half a column off."""
+    from isonet.degrade import subsample_axis, subsampled_length, upsampled_length
+
+    x = np.arange(90.0)
+    plane = np.tile(np.cos(2 * np.pi * x / 30) + 0.5, (40, 1)).astype(np.float32)  # smooth along x
+    for phase in range(int(np.ceil(sigma))):
+        deg, tgt = degrade_plane(plane, kernel, sigma, phase)
+        n = subsampled_length(90, sigma, phase)
+        assert deg.shape == tgt.shape == (40, upsampled_length(n, sigma))
+        np.testing.assert_array_equal(tgt, plane[:, phase : phase + deg.shape[1]])
+        blurred = blur2d(plane, kernel)
+        np.testing.assert_allclose(deg, upsample_axis(subsample_axis(blurred, sigma, 1, phase), sigma, axis=1))
+        # the degraded plane follows the blurred one column for column (cubic accuracy)...
+        aligned = np.abs(deg - blurred[:, phase : phase + deg.shape[1]])[:, 8:-8].max()
+        shifted = np.abs(deg[:, :-1] - blurred[:, phase + 1 : phase + deg.shape[1]])[:, 8:-8].max()
+        assert aligned < 0.02 and shifted > 10 * aligned  # ...and a shift by one column is ten times worse
+    with pytest.raises(ValueError, match="phase"):
+        degrade_plane(plane, kernel, sigma, int(np.ceil(sigma)))
+
+
+@pytest.mark.parametrize("sigma", [4.5, 10 / 3])
+def test_stored_samples_rebuild_the_degradation_at_a_non_integer_step(kernel, sigma):
+    """As for an integer σ: each patch input is the crop of its plane's degradation at one phase."""
+    plane = np.random.default_rng(5).random((60, 80)).astype(np.float32)
+    pairs = sample_training_pairs([plane], kernel, sigma, 12, patch_size=24, both_lateral_axes=False, seed=2)
+    assert pairs.factor == sigma and pairs.offsets.max() < (9 if sigma == 4.5 else 10)
+    X = pairs.inputs(np.arange(12))
+    phases = range(int(np.ceil(sigma)))
+    degraded = {phase: degrade_plane(plane, kernel, sigma, phase) for phase in phases}
+    for x, y in zip(X, pairs.targets):
+        (r, c), = np.argwhere(plane == y[0, 0])  # random values: the target's corner is unique
+        np.testing.assert_array_equal(y, plane[r : r + 24, c : c + 24])
+        errors = [np.abs(x - d[r : r + 24, c - p : c - p + 24]).max()
+                  for p, (d, t) in degraded.items() if 0 <= c - p <= t.shape[1] - 24]
+        assert min(errors) < 1e-5 and sorted(errors)[1] > 1e-3
+    np.testing.assert_array_equal(X[3], pairs.inputs(3))

@@ -251,7 +251,7 @@ def test_fwhm():
 
 def test_make_psf_dispatch_and_errors():
     np.testing.assert_array_equal(make_psf("gaussian", sigma_xy=2, sigma_z=8), gaussian_psf(2, 8))
-    with pytest.raises(InputError, match="valid kinds: gaussian, confocal, lightsheet, measured"):
+    with pytest.raises(InputError, match="valid kinds: gaussian, confocal, lightsheet, widefield, measured"):
         make_psf("airy")
     with pytest.raises(InputError, match="sigma_r"):
         make_psf("gaussian", sigma_xy=2, sigma_r=8)
@@ -283,5 +283,11 @@ def test_bad_arguments_raise_input_error(call, message):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(isonet.psf, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0
+    names = {name: getattr(isonet.psf, name) for name in isonet.psf.__all__}
+    attempted = 0
+    for module in (isonet.psf.models, isonet.psf.kernels, isonet.psf.measurements, isonet.psf.kinds,
+                   isonet.psf.acquired):
+        result = doctest.testmod(module, extraglobs=names, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 10

@@ -313,7 +313,7 @@ def test_acquisition_offset_in_background_and_determinism():
     "kw, match",
     [
         (dict(subsample=0), "subsample"),
-        (dict(subsample=2.5), "subsample"),
+        (dict(subsample=0.5), "subsample"),
         (dict(subsample=True), "subsample"),
         (dict(gt=np.zeros((8, 8))), "3D"),
         (dict(gt=-np.ones((8, 8, 8))), "non-negative"),

@@ -84,8 +84,8 @@ def write_tiff_without_voxel_size(path: Path) -> Path:
          "sample d: voxel_size_y: 'abc' is not of type 'number'"),
         ("sample\tinput\tvoxel_size_z\nd\tsynthetic\t1\n", {},
          "sample d: voxel size incomplete (voxel_size_z given)"),
-        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.5\t0.2\t0.2\n", {},
-         "sample d: voxel size ratio z/x = 0.5/0.2 = 2.5 is not an integer"),
+        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.1\t0.2\t0.2\n", {},
+         "sample d: voxel size ratio z/x = 0.1/0.2 = 0.5 is below 1"),
         ("sample\tinput\nd\tdata/missing.tif\n", {}, "sample d: input data/missing.tif does not exist"),
         ("sample\tinput\nd\tnometa.tif\n", {},
          "sample d: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"),
@@ -125,6 +125,15 @@ def test_valid_real_input_with_explicit_voxel_size_passes(tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # Many datasets: per-sample settings, model_from, GPU resources
+
+
+def test_non_integer_axial_factor_passes_to_the_stages(tmp_path):
+    write_tiff_without_voxel_size(tmp_path / "nometa.tif")
+    deploy(tmp_path, "sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\tsubsample\n"
+                     "d\tnometa.tif\t0.9\t0.2\t0.2\t\ne\tnometa.tif\t0.8\t0.2\t0.2\t4.5\n")
+    result = run_snakemake(tmp_path, "-n", "-p", "--configfile", "overlay.yaml", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--voxel-size 0.9 0.2 0.2" in result.stdout and "--subsample 4.5" in result.stdout
 
 
 def test_per_sample_settings_model_from_and_gpu_resources(tmp_path):
@@ -241,6 +250,68 @@ def test_every_rule_has_log_benchmark_threads_resources_and_conda():
 
 
 # ------------------------------------------------------------------------------------------
+# A fresh clone in a clean shell: the README's commands, nothing activated
+
+
+def fresh_clone(tmp_path: Path) -> Path:
+    """The workflow files of a clone, with its `make install` venv at .venv (the running one)."""
+    clone = tmp_path / "isonet"
+    outputs = shutil.ignore_patterns("results", "resources", "logs", ".snakemake", "__pycache__")
+    for name in ("workflow", "profiles", "config", ".test"):
+        shutil.copytree(REPO / name, clone / name, ignore=outputs)
+    shutil.copy(REPO / ".snakemake-workflow-catalog.yml", clone)
+    (clone / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return clone
+
+
+def clean_shell(command: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`command` in bash started as `env -i HOME=$HOME PATH=/usr/bin:/bin`: no venv on PATH.
+
+    PYTHONPATH is passed on when set: development checkouts (worktrees sharing one venv) put
+    themselves there; a venv made by `make install` has isonet installed and needs none.
+    """
+    env = ["HOME=" + os.environ.get("HOME", "/tmp"), "PATH=/usr/bin:/bin"]
+    if os.environ.get("PYTHONPATH"):
+        env.append("PYTHONPATH=" + os.environ["PYTHONPATH"])
+    return subprocess.run(["env", "-i", *env, "bash", "--noprofile", "--norc", "-c", command], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_own_data_as_the_readme_says_in_a_clean_shell(tmp_path):
+    clone = fresh_clone(tmp_path)
+    assert clean_shell("command -v isonet snakemake", clone, 30).stdout == ""  # nothing activated
+    (clone / "data").mkdir()
+    volume = np.random.default_rng(0).integers(0, 1000, (6, 32, 32), dtype=np.uint16)
+    tifffile.imwrite(clone / "data" / "embryo.tif", volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"spacing": 0.8, "unit": "um"})
+    (clone / "config" / "samples.tsv").write_text("sample\tinput\nembryo\tdata/embryo.tif\n")
+    result = clean_shell(".venv/bin/snakemake --until convert", clone, 300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    from isonet.storage import read_ome_zarr
+
+    converted, voxel_size = read_ome_zarr(clone / "results" / "embryo" / "input.ome.zarr")
+    np.testing.assert_array_equal(converted[:], volume)
+    assert voxel_size == pytest.approx((0.8, 0.2, 0.2))
+
+
+def test_catalog_test_config_runs_in_a_clean_shell(tmp_path):
+    """The catalog's standardized test, `snakemake --directory .test`, end to end; and its rule graph."""
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    assert catalog["usage"]["software-stack-deployment"]["conda"] is True
+    clone = fresh_clone(tmp_path)
+    graph = clean_shell(".venv/bin/snakemake -s workflow/Snakefile -c 1 -d .test --forceall --rulegraph", clone, 120)
+    assert graph.returncode == 0 and "digraph" in graph.stdout, graph.stderr[-3000:]
+    result = clean_shell(".venv/bin/snakemake --directory .test --cores 2", clone, 600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = clone / ".test" / "results" / "tiny"
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["psnr"]["gt"]["restored"] > 0 and 0 <= metrics["seg"]["restored"] <= 1, metrics
+    assert (results / "restored.tif").is_file() and (results / "report" / "orthoviews.png").is_file()
+    assert json.loads((results / "labels.json").read_text())["n_objects"] > 0
+    assert (results / "restored.ome.zarr" / "labels" / "nuclei" / "zarr.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------
 # The tiny end-to-end run
 
 
@@ -265,13 +336,13 @@ def test_tiny_run_outputs(tiny_run):
     assert restored_vs == pytest.approx((input_vs[2],) * 3)  # isotropic
     levels = [read_ome_zarr(results / "restored.ome.zarr", level)[0].shape for level in range(TINY["stitch"]["pyramid_levels"])]
     assert len(levels) == 2 and all(b <= a for a, b in zip(levels[0], levels[1])) and levels[1] != levels[0]
-    labels, labels_vs = read_ome_zarr(results / "labels.ome.zarr")
+    labels, labels_vs = read_ome_zarr(results / "restored.ome.zarr" / "labels" / "nuclei")  # NGFF labels of the image
     assert labels.shape == restored.shape and labels_vs == pytest.approx(restored_vs)
     assert np.asarray(labels[:]).max() > 0
     assert (results / "restored.tif").is_file()
     from isonet.stages.verify import verify_store
 
-    for store in ("input.ome.zarr", "predict/predicted.ome.zarr", "restored.ome.zarr", "labels.ome.zarr"):
+    for store in ("input.ome.zarr", "predict/predicted.ome.zarr", "restored.ome.zarr", "restored.ome.zarr/labels/nuclei"):
         report = verify_store(results / store, log=lambda m: None)  # every chunk stored and checksummed
         assert (report["problems"], report["absent"], report["unchecksummed"]) == ([], 0, []), report
     metrics = json.loads((results / "metrics.json").read_text())

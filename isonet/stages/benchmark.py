@@ -51,7 +51,8 @@ def save_stack(path, stack, settings: CellSettings) -> Path:
         "gt": np.asarray(stack.references["gt"], np.float32),
         "iso_gt": np.asarray(stack.references["iso_gt"], np.float32),
         "kernel_full": stack.kernels["full"].astype(np.float32),
-        "subsample": np.int64(settings.subsample),
+        "subsample": np.int64(settings.subsample) if float(settings.subsample).is_integer()
+        else np.float64(settings.subsample),
         "offset": np.float64(settings.offset),
     }
     if stack.labels is not None:

@@ -14,6 +14,7 @@ handle a boolean zarr; complex, string, object and structured data are rejected.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -21,11 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 import isonet
 from isonet.errors import InputError
-from isonet.stages.common import check_output_path
-from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume, read_planes
+from isonet.stages.common import check_output_path, time_step_of
+from isonet.storage import (
+    atomic_path,
+    build_pyramid,
+    channel_axis,
+    check_voxel_size,
+    create_ome_zarr,
+    omero_channels,
+    open_hyperstack,
+    open_volume,
+    read_planes,
+    time_axis,
+    write_ome_zarr_metadata,
+)
+from isonet.storage.hyperstack import Hyperstack
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +106,15 @@ def _chunks(chunks: Sequence[int], shape: tuple[int, ...]) -> tuple[int, int, in
 def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
             chunks: Sequence[int] = (64, 256, 256), voxel_size: Sequence[float] | None = None,
             compression_level: int = 3, n_levels: int = 2,
-            log: Callable[[str], None] | None = None) -> dict:
-    """Convert a volume to a chunked, zstd-compressed OME-Zarr (NGFF 0.5) with a 2x pyramid.
+            log: Callable[[str], None] | None = None, axes: str | None = None,
+            channels: Sequence[int | str] | None = None, timepoints: Sequence[int] | None = None) -> dict:
+    """Convert a volume or time-lapse to a chunked, zstd-compressed OME-Zarr (NGFF 0.5) with a 2x pyramid.
+
+    A time-lapse and/or multi-channel image (OME-TIFF, ImageJ hyperstack, OME-Zarr with t/c
+    axes) keeps its time and channel axes: the output is ``(t, c, z, y, x)`` (or ``(t, z, y, x)``,
+    ``(c, z, y, x)``), with the time step as the t scale, the channel names in the ``omero``
+    metadata and the acquisition record (:class:`isonet.storage.Acquisition`) in the group
+    attribute ``isonet.acquisition``. It is read and written one ``(t, c)`` volume slab at a time.
 
     Parameters
     ----------
@@ -112,12 +134,20 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
         Resolution levels written, level 0 included (each 2x smaller in z, y and x).
     log : callable, optional
         Receives progress lines (``"convert: planes 64/256"``); default: ``logging`` at INFO.
+    axes : str, optional
+        The input's axes, one letter per axis from T, C, Z, Y, X (e.g. ``"TCZYX"``), for a file
+        that does not say (see :func:`isonet.storage.open_hyperstack`).
+    channels : sequence of int or str, optional
+        Channels to keep (indices or names), in that order; all when None.
+    timepoints : sequence of int, optional
+        Time points to keep, in that order; all when None.
 
     Returns
     -------
     summary : dict
         ``input``, ``output``, ``shape``, ``dtype``, ``voxel_size``, ``voxel_size_source``
-        (``"argument"`` or ``"file"``), ``chunks``, ``level_shapes``.
+        (``"argument"`` or ``"file"``), ``chunks``, ``level_shapes``; for a time-lapse or
+        multi-channel image also ``axes``, ``channels`` (names), ``timepoints``, ``time_step_s``.
 
     Raises
     ------
@@ -130,6 +160,16 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
     input_path = Path(input_path)
     output_path = check_output_path(output_path, [input_path], store=True)
 
+    hyperstack = _open_hyperstack(input_path, axes)
+    if hyperstack is not None:
+        if axes is not None or channels is not None or timepoints is not None or hyperstack.axes and (
+                hyperstack.n_times > 1 or hyperstack.n_channels > 1):
+            try:
+                return _convert_hyperstack(hyperstack, output_path, chunks, voxel_size, compression_level,
+                                           n_levels, say, channels, timepoints)
+            finally:
+                hyperstack.close()
+        hyperstack.close()
     volume, file_voxel_size, close = open_volume(input_path)
     try:
         shape = tuple(int(s) for s in volume.shape)
@@ -176,4 +216,119 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
         "input": str(input_path), "output": str(output_path), "shape": shape, "dtype": str(dtype),
         "voxel_size": tuple(voxel_size), "voxel_size_source": source, "chunks": chunks,
         "level_shapes": level_shapes,
+    }
+
+
+def _open_hyperstack(path: Path, axes: str | None) -> Hyperstack | None:
+    """The input as a hyperstack; None where only the 3D reader can tell (its errors say what is wrong)."""
+    try:
+        return open_hyperstack(path, axes)
+    except InputError:
+        if axes is not None:
+            raise
+        return None
+
+
+def _selection(wanted: Sequence[int | str] | None, n: int, what: str, names: Sequence[str],
+               source: Path, option: str) -> list[int]:
+    """Indices of the wanted time points or channels (by index or name), checked."""
+    if wanted is None:
+        return list(range(n))
+    chosen: list[int] = []
+    for item in wanted:
+        text = str(item).strip()
+        if text.lstrip("-").isdigit():
+            index = int(text)
+        elif text in names:
+            index = list(names).index(text)
+        else:
+            listed = f" ({', '.join(names)})" if names else ""
+            raise InputError(f"{source}: no {what} {item!r}; the image has {n}{listed}: fix {option}")
+        if not 0 <= index < n:
+            raise InputError(f"{source}: no {what} {index}; the image has {n} (0 to {n - 1}): fix {option}")
+        if index in chosen:
+            raise InputError(f"{source}: {what} {index} is selected twice; fix {option}")
+        chosen.append(index)
+    if not chosen:
+        raise InputError(f"{source}: no {what} selected; fix {option} or leave it out for all")
+    return chosen
+
+
+def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[int],
+                        voxel_size: Sequence[float] | None, compression_level: int, n_levels: int,
+                        say: Callable[[str], None], channels: Sequence[int | str] | None,
+                        timepoints: Sequence[int] | None) -> dict:
+    """Write a (t, c, z, y, x) hyperstack as an OME-Zarr keeping its t and c axes, one volume slab at a time."""
+    input_path = stack.path
+    acquisition = stack.acquisition
+    names = acquisition.channel_names(stack.n_channels)
+    times = _selection(timepoints, stack.n_times, "time point", [], input_path, "--timepoints")
+    chans = _selection(channels, stack.n_channels, "channel", names, input_path, "--channels")
+    spatial = tuple(int(s) for s in stack.array.shape[2:])
+    dtype = stored_dtype(stack.array.dtype, input_path)
+    file_voxel_size = stack.voxel_size
+    if voxel_size is not None:
+        voxel_size = check_voxel_size(voxel_size, input_path)
+        source = "argument"
+        if file_voxel_size is not None and not np.allclose(voxel_size, file_voxel_size, rtol=1e-6):
+            say(f"convert: voxel size {voxel_size} µm overrides {file_voxel_size} µm from {input_path}")
+    elif file_voxel_size is not None:
+        voxel_size, source = file_voxel_size, "file"
+    else:
+        raise InputError(
+            f"{input_path}: no valid voxel size in the file metadata (missing, zero, negative or not finite); "
+            "set voxel_size: [z, y, x] (µm) for this sample in the config"
+        )
+    keep_t = "T" in stack.axes and stack.n_times > 1
+    keep_c = "C" in stack.axes and stack.n_channels > 1
+    time_step = time_step_of(acquisition.time_increment_s, times, say)
+    leading = ([time_axis(time_step)] if keep_t else []) + ([channel_axis()] if keep_c else [])
+    lead_shape = ((len(times),) if keep_t else ()) + ((len(chans),) if keep_c else ())
+    shape = lead_shape + spatial
+    spatial_chunks = _chunks(chunks, spatial)
+    out_chunks = (1,) * len(lead_shape) + spatial_chunks
+    kept = dataclasses.replace(
+        acquisition, channels=tuple(acquisition.channel(c) for c in chans), voxel_size=tuple(voxel_size),
+        time_increment_s=time_step,
+    )
+    provenance = {
+        "stage": "convert", "source": str(input_path), "source_dtype": str(np.dtype(stack.array.dtype)),
+        "voxel_size_source": source, "isonet_version": isonet.__version__,
+        "source_timepoints": times, "source_channels": chans, "acquisition": kept.to_dict(),
+    }
+    axes_label = "".join(a["name"] for a in leading) + "zyx"
+    say(f"convert: {input_path} -> {output_path}: axes {axes_label} shape {shape} {dtype}, voxel size "
+        f"{voxel_size} µm, time step {time_step} s, channels {[names[c] for c in chans]}, "
+        f"chunks {out_chunks}")
+    ranges = []
+    with atomic_path(output_path) as tmp:
+        _, level0 = create_ome_zarr(tmp, shape, dtype, out_chunks, voxel_size, compression_level=compression_level,
+                                    provenance=provenance, leading_axes=leading)
+        for ci, c in enumerate(chans):
+            low, high = np.inf, -np.inf
+            for ti, t in enumerate(times):
+                volume = stack.volume(t, c)
+                lead = ((ti,) if keep_t else ()) + ((ci,) if keep_c else ())
+                where = f"{input_path} (t={t}, c={c})"
+                for z0 in range(0, spatial[0], spatial_chunks[0]):
+                    z1 = min(z0 + spatial_chunks[0], spatial[0])
+                    slab = read_planes(volume, z0, z1, where)
+                    _check_finite(slab, z0, where)
+                    low, high = min(low, slab.min()), max(high, slab.max())
+                    level0[lead + (slice(z0, z1),)] = slab.astype(dtype, copy=False)
+                say(f"convert: time point {t} of channel {names[c]} written")
+            if low == high:
+                raise InputError(
+                    f"{input_path}: every voxel of channel {names[c]} has the value {low.item()}, there is "
+                    "nothing to restore; check that this is the right file, or leave the channel out with --channels"
+                )
+            ranges.append((low.item(), high.item()))
+        write_ome_zarr_metadata(zarr.open_group(tmp, mode="r+"), voxel_size, 1, leading_axes=leading,
+                                omero=omero_channels([names[c] for c in chans], ranges))
+        level_shapes = build_pyramid(tmp, n_levels=n_levels, log=lambda m: say(f"convert: {m}"))
+    return {
+        "input": str(input_path), "output": str(output_path), "shape": shape, "dtype": str(dtype),
+        "voxel_size": tuple(voxel_size), "voxel_size_source": source, "chunks": out_chunks,
+        "level_shapes": level_shapes, "axes": axes_label, "channels": [names[c] for c in chans],
+        "timepoints": times, "time_step_s": time_step,
     }

@@ -47,14 +47,14 @@ def _max(volume) -> int:
 
 def _segmented(volume, path, voxel_size, chunks, block, halo, min_distance, min_size):
     """Block-wise labels of ``volume`` in a new OME-Zarr image at ``path`` (level 0, no pyramid)."""
-    group, level0 = create_ome_zarr(path, volume.shape, np.int32, chunks, voxel_size, name="labels")
-    segment_to_zarr(volume, group, level0, None, block, halo, min_distance, min_size, log=logger.warning)
+    _, level0 = create_ome_zarr(path, volume.shape, np.int32, chunks, voxel_size, name="labels")
+    segment_to_zarr(volume, level0, None, block, halo, min_distance, min_size, log=logger.warning)
     return level0
 
 
 def evaluate_stage(
     input_zarr, restored_zarr, restored_labels_zarr, out_json, out_md, gt=None, iso_gt=None, gt_labels=None,
-    subsample: int | None = None, min_distance: int = 5, min_size: int = 64,
+    subsample: float | None = None, min_distance: int = 5, min_size: int = 64,
     block: Sequence[int] = DEFAULT_BLOCK, halo: int = DEFAULT_HALO, z_margin: float = DEFAULT_Z_MARGIN,
 ) -> dict:
     """Write ``metrics.json`` and a markdown table comparing restoration and cubic upsampling.
@@ -140,7 +140,7 @@ def _stored_provenance(restored_zarr) -> dict | None:
 
 def metrics_markdown(metrics: dict) -> str:
     """A small markdown report of :func:`evaluate_stage`'s metrics."""
-    lines = [f"# Evaluation (axial factor {metrics['factor']}, restored grid {tuple(metrics['restored_shape'])})", ""]
+    lines = [f"# Evaluation (axial factor {metrics['factor']:.8g}, restored grid {tuple(metrics['restored_shape'])})", ""]
     if metrics["psnr"]:
         lines += ["PSNR (dB, after affine intensity fit)", "", "| reference | restored | cubic upsampling |", "|---|---|---|"]
         for ref, row in metrics["psnr"].items():

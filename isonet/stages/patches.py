@@ -14,7 +14,7 @@ from isonet.camera import Camera, estimate_camera
 from isonet.errors import InputError
 from isonet.patches import fit_normalization, sample_training_pairs, split_planes
 from isonet.stages.common import axial_factor, check_output_path
-from isonet.storage import atomic_path, read_ome_zarr, read_planes
+from isonet.storage import atomic_path, image_axes, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def patches_stage(
     input_zarr,
     psf_npz,
     out_npz,
-    subsample: int | None = None,
+    subsample: float | None = None,
     n_patches: int = 4000,
     patch_size: int = 64,
     foreground_percentile: float = 90.0,
@@ -101,6 +101,8 @@ def patches_stage(
     seed: int = 0,
     camera="auto",
     validation_fraction: float = 0.1,
+    channel: int | None = None,
+    timepoints=None,
 ) -> dict:
     """Sample training pairs from up to ``max_planes`` lateral planes, holding some planes out.
 
@@ -116,6 +118,12 @@ def patches_stage(
     planes, :func:`isonet.camera.estimate_camera`), ``"none"`` (noise-free inputs) or the
     camera's ``offset``, ``read_noise`` (counts) and ``gain`` (counts per photon).
 
+    For a time-lapse or multi-channel input (``isonet convert`` of a TCZYX image) ``channel``
+    picks the channel and ``timepoints`` the time points whose planes are sampled: a list of
+    indices, or an int ``k`` for ``k`` time points spread evenly over the series (the first and
+    the last included). ``max_planes`` is shared among them; the camera is estimated from this
+    channel's planes only.
+
     Raises
     ------
     InputError
@@ -128,7 +136,13 @@ def patches_stage(
     _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
                     max_planes)
     check_output_path(out_npz, [input_zarr, psf_npz])
-    volume, voxel_size = read_ome_zarr(input_zarr)
+    times = training_timepoints(input_zarr, channel, timepoints)
+    if times is None:
+        volume, voxel_size = read_ome_zarr(input_zarr)
+        volumes = [volume]
+    else:
+        volumes = [read_ome_zarr(input_zarr, t=t, c=channel)[0] for t in times]
+        volume, voxel_size = volumes[0], read_ome_zarr(input_zarr)[1]
     if voxel_size is None:
         raise InputError(
             f"{input_zarr}: plain zarr array without voxel sizes; convert it with `isonet convert --voxel-size z y x`"
@@ -140,15 +154,18 @@ def patches_stage(
         )
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
     z, height, width = (int(s) for s in volume.shape)
-    if min(height, width) < patch_size + factor:
+    need = patch_size + math.ceil(factor)
+    if min(height, width) < need:
         raise InputError(
             f"{input_zarr}: lateral planes of {height} x {width} pixels are too small for patch_size {patch_size} "
-            f"at axial factor {factor} (each side needs at least {patch_size + factor}); "
+            f"at axial factor {factor:.8g} (each side needs at least {need}); "
             "lower patches.patch_size or use a larger image"
         )
     kernel = load_kernel(psf_npz)
-    plane_idx = np.unique(np.linspace(0, z - 1, min(z, max_planes)).round().astype(int))
-    raw = [read_planes(volume, i, i + 1, input_zarr)[0].astype(np.float32) for i in plane_idx]
+    per_volume = max(1, max_planes // len(volumes))
+    plane_idx = np.unique(np.linspace(0, z - 1, min(z, per_volume)).round().astype(int))
+    raw = [read_planes(v, i, i + 1, input_zarr)[0].astype(np.float32) for v in volumes for i in plane_idx]
+    plane_idx = np.tile(plane_idx, len(volumes))
     for i, plane in zip(plane_idx, raw):
         if not np.isfinite(plane).all():
             raise InputError(
@@ -170,7 +187,7 @@ def patches_stage(
     threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
     train_idx, val_idx = split_planes(len(planes), validation_fraction)
     logger.info(
-        "patches: %d planes of %s (%d held out for validation), factor %d, normalisation [%.4g, %.4g], "
+        "patches: %d planes of %s (%d held out for validation), factor %.8g, normalisation [%.4g, %.4g], "
         "foreground > %.3f",
         len(planes), planes[0].shape, len(val_idx), factor, norm.low, norm.high, threshold,
     )
@@ -190,8 +207,34 @@ def patches_stage(
         "training_planes": [int(plane_idx[i]) for i in train_idx], "n_validation": n_val,
         "foreground_threshold": threshold, "seed": seed, "camera": cam.to_dict() if cam else None,
     }
+    if times is not None:
+        meta.update(channel=channel, timepoints=times)
     with atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays, kernel=kernel, meta=json.dumps(meta))
     logger.info("patches: %d training + %d validation pairs of %d² -> %s", len(pairs), n_val, patch_size, out_npz)
     return meta
+
+
+def training_timepoints(input_zarr, channel: int | None, timepoints) -> list[int] | None:
+    """The time points whose planes train the channel's model; None for a 3D input without a selection.
+
+    ``timepoints``: None (every time point of a time-lapse), a list of indices, or an int ``k``
+    (``k`` time points spread evenly over the series, the first and the last included).
+    """
+    if channel is None and timepoints is None:
+        return None
+    array, _ = read_ome_zarr(input_zarr)
+    axes = image_axes(input_zarr)
+    n_times = int(array.shape[axes.index("t")]) if "t" in axes else 1
+    if timepoints is None:
+        return list(range(n_times))
+    if isinstance(timepoints, int):
+        if timepoints < 1:
+            raise InputError(f"{input_zarr}: train_timepoints {timepoints} is not valid; give a positive count")
+        return sorted({int(round(x)) for x in np.linspace(0, n_times - 1, min(timepoints, n_times))})
+    chosen = [int(t) for t in timepoints]
+    bad = [t for t in chosen if not 0 <= t < n_times]
+    if bad or not chosen:
+        raise InputError(f"{input_zarr}: time points {chosen} are not valid; the image has {n_times} (0 to {n_times - 1})")
+    return chosen

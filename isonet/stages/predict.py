@@ -25,7 +25,7 @@ from isonet.errors import InputError
 from isonet.modelfile import load_model
 from isonet.provenance import array_sha256, file_sha256, provenance_record
 from isonet.predict import block_ranges, iso_shape, prepare_model, resolve_precision, restore_block, tta_flips
-from isonet.stages.common import Progress, axial_factor, check_output_path
+from isonet.stages.common import Progress, axial_factor, check_output_path, isotropic_voxel_size, same_factor
 from isonet.storage import WRITE_CONFIG, create_ome_zarr, naming_path, read_ome_zarr
 from isonet.train import pick_device, use_deterministic_torch
 
@@ -49,8 +49,10 @@ def predict_stage(
     workers: int = 1,
     threads: int | None = None,
     compression_level: int = 3,
-    subsample: int | None = None,
+    subsample: float | None = None,
     tta: bool = False,
+    channel: int | None = None,
+    time: int | None = None,
 ) -> dict:
     """Restore ``input_zarr`` with the model at ``model_path`` into the OME-Zarr ``output_zarr``.
 
@@ -66,18 +68,24 @@ def predict_stage(
         How the xz and yz restorations are combined.
     workers : int
         Blocks computed at once (dask threads); torch uses ``threads // workers`` threads each.
-    subsample : int, optional
-        Axial factor; default from the input's voxel sizes. Must equal the model's.
+    subsample : float, optional
+        Axial factor σ, not necessarily an integer; default from the input's voxel sizes. Must
+        equal the model's (within a relative 1e-6).
     tta : bool
         Test-time augmentation: also restore every slice flipped along the axes on which the
         model's training kernel is symmetric (``commuting_flips`` of its PSF) and average; up to
         4× the network time. Block-wise results stay identical to whole-volume ones.
+    channel, time : int, optional
+        For a time-lapse or multi-channel input: the volume to restore (one time point of one
+        channel); the output is that 3D volume (``isonet assemble`` gathers them into a
+        ``(t, c, z, y, x)`` image).
     """
     if threads:
         torch.set_num_threads(max(1, int(threads) // max(1, int(workers))))
     use_deterministic_torch()
     check_output_path(output_zarr, [input_zarr, model_path], store=True)
-    source, voxel_size = read_ome_zarr(input_zarr)
+    selected = {} if channel is None and time is None else {"t": time, "c": channel}
+    source, voxel_size = read_ome_zarr(input_zarr, **selected)
     if voxel_size is None or source.ndim != 3 or source.shape[0] < 2:
         raise InputError(
             f"{input_zarr}: predict needs a 3D OME-Zarr image with voxel sizes and at least 2 planes, got shape "
@@ -85,9 +93,9 @@ def predict_stage(
         )
     model, meta = load_model(model_path)
     factor = axial_factor(voxel_size, subsample, source=str(input_zarr))
-    if factor != meta["factor"]:
+    if not same_factor(factor, meta["factor"]):
         raise InputError(
-            f"{input_zarr}: axial factor {factor} differs from the model's ({meta['factor']}, {model_path}); "
+            f"{input_zarr}: axial factor {factor:.8g} differs from the model's ({meta['factor']:.8g}, {model_path}); "
             "use a model trained on data with the same z step"
         )
     dev = pick_device(device)
@@ -99,7 +107,7 @@ def predict_stage(
     block = tuple(min(_round_up(b, c), _round_up(s, c)) for b, c, s in zip(block, chunks, out_shape))
     halo = int(meta["halo"]) + 4  # receptive radius + cubic support (2 input planes), on the size grid
     halo = _round_up(halo, m)
-    out_vs = (voxel_size[0] / factor, voxel_size[1], voxel_size[2])
+    out_vs = isotropic_voxel_size(voxel_size, factor)
     norm = meta["normalization"]
     flips = tta_flips((meta.get("psf") or {}).get("commuting_flips", ())) if tta else ()
 
@@ -109,6 +117,7 @@ def predict_stage(
     model_sha256 = file_sha256(model_path)
     signature = {
         "input": str(Path(input_zarr).resolve()), "input_sha256": input_sha256, "model_sha256": model_sha256,
+        **selected,
         "shape": out_shape, "chunks": chunks, "block": block, "combine": combine, "precision": prec, "halo": halo,
         "tta": [list(f) for f in flips],
     }
@@ -130,7 +139,7 @@ def predict_stage(
                  "batch_size": batch_size, "device": str(dev), "workers": workers, "threads": torch.get_num_threads(),
                  "factor": factor},
                 {"image": {"path": str(input_zarr), "sha256": input_sha256, "hash": "array_sha256",
-                           "shape": list(source.shape), "dtype": str(source.dtype)},
+                           "shape": list(source.shape), "dtype": str(source.dtype), **selected},
                  "model": {"path": str(model_path), "sha256": model_sha256,
                            "weights_sha256": meta.get("weights_sha256"), "training": meta.get("provenance")}},
             ),
@@ -142,7 +151,7 @@ def predict_stage(
     blocks = list(block_ranges(out_shape, block))
     todo = [(i, r) for i, r in enumerate(blocks) if not (done_dir / str(i)).exists()]
     logger.info(
-        "predict: %s -> %s voxels %s µm, factor %d, %d blocks of %s (%d to do), halo %d, %s on %s, %s",
+        "predict: %s -> %s voxels %s µm, factor %.8g, %d blocks of %s (%d to do), halo %d, %s on %s, %s",
         source.shape, out_shape, tuple(round(v, 5) for v in out_vs), factor, len(blocks), block, len(todo), halo,
         prec, dev, combine,
     )

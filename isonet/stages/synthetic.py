@@ -26,7 +26,7 @@ def synthetic(
     kind: str = "nuclei",
     seed: int = 0,
     pixel_size_um: float = 0.2,
-    subsample: int = 4,
+    subsample: float = 4,
     psf_kind: str = "gaussian",
     psf_params: dict | None = None,
     photons: float = 200.0,
@@ -45,8 +45,9 @@ def synthetic(
     pixel_size_um : float
         Isotropic voxel size of the phantom; the acquisition has voxel size
         ``(subsample * pixel_size_um, pixel_size_um, pixel_size_um)``.
-    subsample : int
-        Axial sampling step σ in isotropic voxels.
+    subsample : int or float
+        Axial sampling step σ in isotropic voxels, not necessarily an integer (4.5: acquired plane
+        ``k`` at ``z = 4.5 k`` voxels).
     psf_kind, psf_params
         Acquisition PSF, as for :func:`isonet.psf.make_psf` (gaussian σ in isotropic voxels).
     photons, read_noise, offset : float
@@ -58,10 +59,12 @@ def synthetic(
         params.setdefault("voxel_size_um", pixel_size_um)
     h = psf_models.make_psf(psf_kind, **params)
     h_iso = psf_models.isotropic_psf(h)
-    logger.info("synthetic: %s phantom %s, PSF %s %s, subsample %d, seed %d", kind, shape, psf_kind, params, subsample, seed)
+    logger.info("synthetic: %s phantom %s, PSF %s %s, subsample %s, seed %d", kind, shape, psf_kind, params, subsample, seed)
     ds = make_dataset(kind, tuple(shape), h, h_iso, subsample, seed=seed, photons=photons, read_noise=read_noise, offset=offset)
+    subsample = ds.subsample  # an int when integral
     iso_vs = (pixel_size_um,) * 3
-    acq_vs = (pixel_size_um * subsample, pixel_size_um, pixel_size_um)
+    # z size to 12 digits: 0.2 * 4.5 is 0.9, not 0.9000000000000001
+    acq_vs = (float(f"{pixel_size_um * subsample:.12g}"), pixel_size_um, pixel_size_um)
     export_tiff(ds.acquired, out_dir / "acquired.tif", acq_vs)
     export_tiff(ds.gt.astype(np.float32), out_dir / "gt.tif", iso_vs)
     export_tiff(ds.iso_gt.astype(np.float32), out_dir / "iso_gt.tif", iso_vs)

@@ -16,6 +16,7 @@ from isonet.modelfile import load_checkpoint, save_checkpoint, save_model
 from isonet.stages.common import check_output_path
 from isonet.nets import build_network
 from isonet.camera import Camera
+from isonet.degrade import exact_factor
 from isonet.patches import Normalization, TrainingPairs
 from isonet.provenance import file_sha256, provenance_record
 from isonet.storage import write_text
@@ -47,6 +48,7 @@ def _load_patches(patches_npz):
             S, offsets, Y = f["S"], f["offsets"], f["Y"]
             validation = (f["X_val"], f["Y_val"]) if "X_val" in f.files else None
             camera = Camera.from_dict(meta["camera"]) if meta.get("camera") else None
+            factor = exact_factor(meta["factor"])
             norm = Normalization.from_dict(meta["normalization"])
     except (KeyError, TypeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(
@@ -58,7 +60,7 @@ def _load_patches(patches_npz):
             f"{path}: samples S {S.shape} and targets Y {Y.shape} are not at least 2 finite pairs; "
             "write it again with `isonet patches`"
         )
-    return TrainingPairs(S, offsets, Y, int(meta["factor"]), camera, norm), Y, meta, validation
+    return TrainingPairs(S, offsets, Y, factor, camera, norm), Y, meta, validation
 
 
 def _load_psf_info(psf_json) -> dict:

@@ -62,7 +62,7 @@ class CubicUpsampledView:
 
     def __init__(self, array: Any, factor: int):
         self.array = array
-        self.factor = int(factor)
+        self.factor = factor
         self.shape = (upsampled_length(int(array.shape[0]), self.factor), *(int(s) for s in array.shape[1:]))
         self.dtype = np.dtype(np.float32)
 

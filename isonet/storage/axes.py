@@ -105,7 +105,9 @@ def _squeeze_to_zyx(array: Any, axes: str | None, path: Path) -> Any:
             )
         raise InputError(
             f"{path}: image is {len(kept_shape)}D {kept_shape}{described}; isonet needs a single-channel "
-            "3D z-stack (z, y, x), save one channel and one time point per file"
+            "3D z-stack (z, y, x): convert a time-lapse or multi-channel image with `isonet convert` (declare "
+            f"its axes with --axes, e.g. --axes {'TCZYX'[5 - min(len(kept_shape), 5):]}, or the `axes` column of "
+            "the sample sheet when the file does not say them)"
         )
     if kept_axes is not None and kept_axes[0] in "CT":
         logger.warning("%s: reading the %s axis (length %d) as z", path, kept_axes[0], kept_shape[0])
@@ -114,3 +116,167 @@ def _squeeze_to_zyx(array: Any, axes: str | None, path: Path) -> Any:
     if isinstance(array, np.ndarray):
         return array.reshape(kept_shape)
     return SqueezedArray(array, drop)
+
+
+class IndexedView:
+    """Read-only view of an array with its leading axes fixed at given indices; reads lazily.
+
+    ``IndexedView(a, (t, c))[key]`` reads ``a[t, c][key]`` without reading any other ``(t, c)``:
+    one volume of a ``(t, c, z, y, x)`` time-lapse, as a 3D array. Attributes the view does not
+    define (``attrs``, ``store``, ...) are the array's.
+
+    Parameters
+    ----------
+    array : array-like
+        Supports numpy basic indexing (zarr arrays, :class:`~isonet.storage.CheckedArray`).
+    lead : sequence of int
+        Indices of the first ``len(lead)`` axes.
+
+    Examples
+    --------
+    >>> v = IndexedView(np.arange(2 * 3 * 4).reshape(2, 3, 4), (1,))
+    >>> v.shape, v[2].tolist(), v[..., 0].tolist()
+    ((3, 4), [20, 21, 22, 23], [12, 16, 20])
+    """
+
+    def __init__(self, array: Any, lead: Sequence[int]):
+        self.array = array
+        self.lead = tuple(int(i) for i in lead)
+        shape = tuple(int(s) for s in array.shape)
+        if len(self.lead) > len(shape) or any(not 0 <= i < s for i, s in zip(self.lead, shape)):
+            raise IndexError(f"indices {self.lead} out of range for an array of shape {shape}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "array":  # not yet set (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.array, name)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.array.shape[len(self.lead):])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        chunks = getattr(self.array, "chunks", None)
+        return None if chunks is None else tuple(chunks[len(self.lead):])
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        shards = getattr(self.array, "shards", None)
+        return None if shards is None else tuple(shards[len(self.lead):])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if len([k for k in key if k is not Ellipsis and k is not None]) > self.ndim:
+            raise IndexError(f"too many indices for an array of shape {self.shape}")
+        return np.asarray(self.array[self.lead + key])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<IndexedView {self.lead} shape={self.shape} dtype={self.dtype} of {self.array!r}>"
+
+
+class AxesView:
+    """Read-only view of an array with axes ``axes`` (any order) as a ``(t, c, z, y, x)`` array.
+
+    Axes the array lacks among T and C are presented as length 1; other length-1 axes of the
+    array are dropped. Indexing reads only what it selects (a time point, a channel, a slab).
+
+    Parameters
+    ----------
+    array : array-like
+        Supports numpy basic indexing with integers and slices.
+    axes : str
+        One letter per axis of ``array``: Z, Y, X, optionally T and C, and any other letter for
+        a length-1 axis.
+
+    Examples
+    --------
+    >>> a = np.arange(2 * 3 * 4 * 5 * 6).reshape(2, 4, 3, 5, 6)  # ImageJ order: t, z, c, y, x
+    >>> v = AxesView(a, "TZCYX")
+    >>> v.shape, bool((v[1, 2] == a[1, :, 2]).all())
+    ((2, 3, 4, 5, 6), True)
+    """
+
+    TARGET = "TCZYX"
+
+    def __init__(self, array: Any, axes: str):
+        axes = axes.upper()
+        shape = tuple(int(s) for s in array.shape)
+        if len(axes) != len(shape) or len(set(axes)) != len(axes) or not set("ZYX") <= set(axes):
+            raise ValueError(f"axes {axes!r} do not describe an array of shape {shape} with z, y and x")
+        extra = [a for a in axes if a not in self.TARGET and shape[axes.index(a)] != 1]
+        if extra:
+            raise ValueError(f"axis {extra[0]!r} of length {shape[axes.index(extra[0])]} is not one of T, C, Z, Y, X")
+        self.array, self.axes = array, axes
+        self._shape = tuple(shape[axes.index(a)] if a in axes else 1 for a in self.TARGET)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return 5
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (5 - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (5 - len(key))
+        if len(key) != 5 or not all(isinstance(k, (int, np.integer, slice)) for k in key):
+            raise IndexError(f"AxesView takes up to 5 integers or slices, got {key!r}")
+        by_axis = dict(zip(self.TARGET, key))
+        for a, k in by_axis.items():
+            n = self._shape[self.TARGET.index(a)]
+            if isinstance(k, (int, np.integer)) and not -n <= k < n:
+                raise IndexError(f"index {k} out of range for axis {a} of length {n}")
+        source_key = tuple(by_axis.get(a, 0) for a in self.axes)
+        data = np.asarray(self.array[source_key])
+        kept = [a for a in self.axes if a in self.TARGET and not isinstance(by_axis[a], (int, np.integer))]
+        order = [a for a in self.TARGET if a in kept]
+        data = np.transpose(data, [kept.index(a) for a in order])
+        for i, a in enumerate(self.TARGET):
+            k = by_axis[a]
+            if a not in self.axes and isinstance(k, slice):
+                position = [b for b in self.TARGET[:i] if b in order or (b not in self.axes and
+                                                                       isinstance(by_axis[b], slice))]
+                data = np.expand_dims(data, len(position))[(slice(None),) * len(position) + (k,)]
+        return data
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<AxesView {self.axes}->TCZYX shape={self.shape} dtype={self.dtype} of {self.array!r}>"

@@ -7,7 +7,9 @@ a stage with one line naming the store, the array and the chunk key.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import zarr
 import zarr.codecs
 
 from isonet.errors import InputError
+from isonet.storage.atomic import atomic_path, write_json
+from isonet.storage.axes import IndexedView
 from isonet.storage.integrity import (
     WRITE_CONFIG,
     CheckedArray,
@@ -41,19 +45,64 @@ PYRAMID_BLOCK_BYTES = 256 * 2**20
 
 
 def _level_transforms(voxel_size: Sequence[float], level: int, factor: tuple[int, int, int],
-                      method: str) -> list[dict]:
+                      method: str, leading_scale: Sequence[float] = ()) -> list[dict]:
     scale = [float(f"{v * f**level:.10g}") for v, f in zip(voxel_size, factor)]
-    transforms: list[dict] = [{"type": "scale", "scale": scale}]
+    transforms: list[dict] = [{"type": "scale", "scale": [float(s) for s in leading_scale] + scale}]
     if level > 0 and method == "mean":
         # a block mean sits at the centre of its block, half a block minus half a voxel in
         translation = [float(f"{v * (f**level - 1) / 2:.10g}") for v, f in zip(voxel_size, factor)]
-        transforms.append({"type": "translation", "translation": translation})
+        transforms.append({"type": "translation", "translation": [0.0] * len(leading_scale) + translation})
     return transforms
+
+
+def time_axis(step_s: float | None = None) -> dict:
+    """NGFF description of a time axis: ``scale`` is the time step in seconds; unitless 1 when unknown.
+
+    Examples
+    --------
+    >>> time_axis(30.0)
+    {'name': 't', 'type': 'time', 'unit': 'second', 'scale': 30.0}
+    >>> time_axis()
+    {'name': 't', 'type': 'time', 'scale': 1.0}
+    """
+    if not step_s:
+        return {"name": "t", "type": "time", "scale": 1.0}
+    return {"name": "t", "type": "time", "unit": "second", "scale": float(step_s)}
+
+
+def channel_axis() -> dict:
+    """NGFF description of a channel axis."""
+    return {"name": "c", "type": "channel", "scale": 1.0}
+
+
+_COLORS = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
+
+
+def omero_channels(names: Sequence[str], ranges: Sequence[tuple[float, float]]) -> dict:
+    """NGFF ``omero`` metadata naming the channels, each with a display window over its data range.
+
+    Examples
+    --------
+    >>> omero_channels(["GFP"], [(0, 100)])["channels"][0]["label"]
+    'GFP'
+    """
+    channels = []
+    for i, (name, (low, high)) in enumerate(zip(names, ranges)):
+        channels.append({
+            "label": name, "color": _COLORS[i % len(_COLORS)], "active": True,
+            "window": {"min": float(low), "max": float(high), "start": float(low), "end": float(high)},
+        })
+    return {"channels": channels}
+
+
+def _axis_entry(axis: dict) -> dict:
+    return {k: v for k, v in axis.items() if k in ("name", "type", "unit")}
 
 
 def write_ome_zarr_metadata(group: zarr.Group, voxel_size: Sequence[float], n_levels: int,
                             name: str = "image", factor: int | Sequence[int] = 2, method: str = "mean",
-                            provenance: dict | None = None) -> dict:
+                            provenance: dict | None = None, leading_axes: Sequence[dict] = (),
+                            omero: dict | None = None) -> dict:
     """Write NGFF 0.5 multiscales metadata (and optional provenance) into a group's attributes.
 
     Parameters
@@ -74,6 +123,12 @@ def write_ome_zarr_metadata(group: zarr.Group, voxel_size: Sequence[float], n_le
     provenance : dict, optional
         Free-form JSON-serializable record stored under the ``"isonet"`` attribute; left as it
         is when None.
+    leading_axes : sequence of dict
+        Axes before z, y, x (:func:`time_axis`, :func:`channel_axis`): ``name``, ``type``,
+        optional ``unit`` and ``scale`` (same at every level).
+    omero : dict, optional
+        Channel rendering metadata (``{"channels": [{"label": ..., "color": ..., "window": ...}]}``),
+        written as ``ome["omero"]`` (channel names in napari and other viewers).
 
     Returns
     -------
@@ -82,17 +137,21 @@ def write_ome_zarr_metadata(group: zarr.Group, voxel_size: Sequence[float], n_le
     """
     factor = _triple(factor, "factor")
     vs = [float(v) for v in voxel_size]
+    leading_scale = [float(a.get("scale", 1.0)) for a in leading_axes]
     multiscale: dict[str, Any] = {
         "name": name,
-        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in SPATIAL_AXES],
+        "axes": [_axis_entry(a) for a in leading_axes]
+        + [{"name": a, "type": "space", "unit": "micrometer"} for a in SPATIAL_AXES],
         "datasets": [
-            {"path": str(i), "coordinateTransformations": _level_transforms(vs, i, factor, method)}
+            {"path": str(i), "coordinateTransformations": _level_transforms(vs, i, factor, method, leading_scale)}
             for i in range(n_levels)
         ],
     }
     if n_levels > 1:
         multiscale["type"] = method
-    ome = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    if omero is not None:
+        ome["omero"] = omero
     attrs: dict[str, Any] = {"ome": ome}
     if provenance is not None:
         attrs["isonet"] = dict(provenance)
@@ -103,7 +162,8 @@ def write_ome_zarr_metadata(group: zarr.Group, voxel_size: Sequence[float], n_le
 def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, chunks: Sequence[int],
                     voxel_size: Sequence[float], name: str = "image", compression_level: int = 3,
                     shards: Sequence[int] | None = None, provenance: dict | None = None,
-                    overwrite: bool = False) -> tuple[zarr.Group, zarr.Array]:
+                    overwrite: bool = False, leading_axes: Sequence[dict] = (),
+                    omero: dict | None = None) -> tuple[zarr.Group, zarr.Array]:
     """Create an empty single-level OME-Zarr (Zarr v3, NGFF 0.5) image, zstd-compressed and checksummed.
 
     Each chunk is compressed with zstd and followed by its crc32c checksum (the Zarr v3
@@ -114,12 +174,12 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
     ----------
     path : str or path
         Store to create (a directory). Write it inside :func:`atomic_path` for atomicity.
-    shape : sequence of 3 int
-        ``(z, y, x)``.
+    shape : sequence of int
+        ``(z, y, x)``, preceded by the lengths of ``leading_axes``.
     dtype : numpy dtype-like
         Stored in native byte order.
-    chunks : sequence of 3 int
-        Chunk shape; clipped to ``shape``.
+    chunks : sequence of int
+        Chunk shape, as ``shape``; clipped to ``shape``.
     voxel_size : sequence of 3 float
         ``(z, y, x)`` in µm.
     name : str
@@ -133,6 +193,11 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
         marks the store as written by isonet).
     overwrite : bool
         Replace an existing store at ``path`` instead of raising.
+    leading_axes : sequence of dict
+        Axes before z, y, x, e.g. ``[time_axis(30.0), channel_axis()]`` for a ``(t, c, z, y, x)``
+        image (see :func:`write_ome_zarr_metadata`).
+    omero : dict, optional
+        Channel names and rendering, see :func:`write_ome_zarr_metadata`.
 
     Returns
     -------
@@ -158,16 +223,93 @@ def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, c
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; remove it or choose another output path")
     shape = tuple(int(s) for s in shape)
+    names = [a["name"] for a in leading_axes] + list(SPATIAL_AXES)
+    if len(shape) != len(names) or len(tuple(chunks)) != len(names):
+        raise ValueError(f"shape {shape} and chunks {tuple(chunks)} must have one entry per axis {names}")
     chunks = tuple(max(1, min(int(c), s)) for c, s in zip(chunks, shape))
     dtype = np.dtype(dtype).newbyteorder("=")
     group = zarr.open_group(path, mode="w", zarr_format=3)
     level0 = group.create_array(
         "0", shape=shape, dtype=dtype, chunks=chunks, shards=None if shards is None else tuple(shards),
         compressors=checksummed_compressors(compression_level), fill_value=0,
-        dimension_names=list(SPATIAL_AXES), config=WRITE_CONFIG,
+        dimension_names=names, config=WRITE_CONFIG,
     )
-    write_ome_zarr_metadata(group, vs, 1, name=name, provenance=dict(provenance or {}))
+    write_ome_zarr_metadata(group, vs, 1, name=name, provenance=dict(provenance or {}),
+                            leading_axes=leading_axes, omero=omero)
     return group, level0
+
+
+@contextlib.contextmanager
+def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int], chunks: Sequence[int],
+                  voxel_size: Sequence[float], dtype: Any = np.int32, compression_level: int = 3,
+                  provenance: dict | None = None) -> Iterator[zarr.Array]:
+    """Write a label image of an OME-Zarr image as NGFF labels: ``<image_path>/labels/<name>``.
+
+    The label image is an OME-Zarr image of its own (checksummed like :func:`create_ome_zarr`)
+    with as many resolution levels as the image (nearest-neighbour downsampling, factor 2),
+    ``image-label`` metadata pointing at the image, and is listed in the image's ``labels`` group
+    (NGFF 0.5), so viewers (napari-ome-zarr, ome-zarr-py) overlay it on the image as a labels
+    layer. It is written under a temporary name and moved into place when the ``with`` block
+    ends cleanly (an existing label image of that name is replaced); the listing is updated
+    after. The image is not changed: its arrays and attributes stay, and so does the
+    modification time of its directory (make-like tools such as Snakemake would otherwise take
+    the image for newer than what was made from it).
+
+    Parameters
+    ----------
+    image_path : str or path
+        The OME-Zarr image the labels annotate.
+    name : str
+        Name of the label image, e.g. ``"nuclei"``.
+    shape, chunks, voxel_size, dtype, compression_level, provenance
+        As for :func:`create_ome_zarr`; ``shape`` and ``voxel_size`` are those of the image's level 0.
+
+    Yields
+    ------
+    level0 : zarr.Array
+        The full-resolution label array, to fill inside the ``with`` block.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> image = Path(tempfile.mkdtemp()) / "image.ome.zarr"
+    >>> _ = create_ome_zarr(image, (2, 4, 4), "uint16", (2, 4, 4), (1.0, 0.5, 0.5))
+    >>> with create_labels(image, "cells", (2, 4, 4), (2, 4, 4), (1.0, 0.5, 0.5)) as labels:
+    ...     labels[:] = 1
+    >>> zarr.open_group(image / "labels").attrs["ome"]["labels"]
+    ['cells']
+    >>> zarr.open_group(image / "labels" / "cells").attrs["ome"]["image-label"]
+    {'source': {'image': '../../'}}
+    """
+    image_path = Path(image_path)
+    multiscale = None
+    if (image_path / "zarr.json").is_file():
+        multiscale = _multiscale_of(dict(zarr.open_group(image_path, mode="r").attrs))
+    if multiscale is None:
+        raise InputError(f"{image_path}: not an OME-Zarr image (no multiscales); labels annotate an image store")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"label name {name!r}: letters, digits, _ . - only")
+    image_times = os.stat(image_path)
+    labels_dir = image_path / "labels"
+    if not labels_dir.is_dir():  # the only change to the image's directory: undo its mtime at once
+        labels_dir.mkdir()
+        os.utime(image_path, ns=(image_times.st_atime_ns, image_times.st_mtime_ns))
+    try:
+        with atomic_path(labels_dir / name) as tmp:
+            _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size, name=name,
+                                        compression_level=compression_level, provenance=provenance)
+            yield level0
+            build_pyramid(tmp, n_levels=len(multiscale["datasets"]), method="nearest")
+            group = zarr.open_group(tmp, mode="r+", zarr_format=3)
+            group.update_attributes({"ome": {**group.attrs["ome"], "image-label": {"source": {"image": "../../"}}}})
+        names = []
+        if (labels_dir / "zarr.json").is_file():
+            names = list(zarr.open_group(labels_dir, mode="r").attrs.get("ome", {}).get("labels", []))
+        names += [name] if name not in names else []
+        write_json(labels_dir / "zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": {
+            "ome": {"version": NGFF_VERSION, "labels": names}}})
+    finally:
+        os.utime(image_path, ns=(image_times.st_atime_ns, image_times.st_mtime_ns))
 
 
 def _multiscale_of(attrs: dict) -> dict | None:
@@ -209,7 +351,8 @@ def _multiscale_voxel_size(multiscale: dict, level: int) -> tuple[float, float, 
     return _valid_voxel_size(out)
 
 
-def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[CheckedArray, tuple[float, float, float] | None]:
+def read_ome_zarr(path: str | os.PathLike, level: int = 0, t: int | None = None,
+                  c: int | None = None) -> tuple[Any, tuple[float, float, float] | None]:
     """Open one resolution level of an OME-Zarr image (NGFF 0.4 or 0.5) read-only.
 
     A plain zarr v2/v3 array is accepted too; its voxel size is then None. Spatial axes without
@@ -221,13 +364,17 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[CheckedArray
         OME-Zarr group, or zarr array.
     level : int
         Resolution level (dataset index in the multiscales metadata).
+    t, c : int, optional
+        Time point and channel: when either is given, the result is the 3D ``(z, y, x)``
+        volume at that time point and channel (an axis the image lacks takes only 0, an
+        axis not given must have length 1), a view that reads nothing else.
 
     Returns
     -------
-    array : CheckedArray
+    array : CheckedArray or IndexedView
         A read-only zarr array (same attributes and indexing); may have more than 3 dimensions
-        when the image has e.g. t or c axes. Reading a damaged chunk raises :class:`InputError`
-        naming the store, the array and the chunk key.
+        when the image has e.g. t or c axes and neither ``t`` nor ``c`` is given. Reading a
+        damaged chunk raises :class:`InputError` naming the store, the array and the chunk key.
     voxel_size : tuple of 3 float or None
         ``(z, y, x)`` in µm at that level; None for a plain array.
 
@@ -296,7 +443,56 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> tuple[CheckedArray
             f"{path}: OME-Zarr metadata lacks valid (positive, finite) z, y, x scales in a known length unit; "
             "convert the image again with voxel_size: [z, y, x] (µm) set in the config"
         )
-    return checked(array, path, dict(node.attrs)), voxel_size
+    array = checked(array, path, dict(node.attrs))
+    if t is None and c is None:
+        return array, voxel_size
+    return IndexedView(array, _volume_index(multiscale, array.shape, t, c, path)), voxel_size
+
+
+def image_axes(path: str | os.PathLike) -> list[str]:
+    """Axis names of an OME-Zarr image (``["t", "c", "z", "y", "x"]``); ``["z", "y", "x"]`` for a 3D array.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_ome_zarr`, or when the metadata do not name one axis per dimension.
+    """
+    array, _ = read_ome_zarr(path)
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception:  # a plain array
+        attrs = {}
+    axes = (_multiscale_of(attrs) or {}).get("axes") or ([{"name": a} for a in SPATIAL_AXES] if array.ndim == 3 else [])
+    names = [str(a.get("name") if isinstance(a, dict) else a).lower() for a in axes]
+    if len(names) != array.ndim:
+        raise InputError(f"{path}: metadata name {len(names)} axes for an image of {array.ndim} dimensions; "
+                         "convert the image again with `isonet convert`")
+    return names
+
+
+def _volume_index(multiscale: dict, shape: Sequence[int], t: int | None, c: int | None,
+                  path: Path) -> tuple[int, ...]:
+    """Indices of the axes before z, y, x that select time point ``t`` and channel ``c``."""
+    names = [str(a.get("name") if isinstance(a, dict) else a).lower() for a in multiscale.get("axes") or []]
+    if len(names) != len(shape) or names[-3:] != list(SPATIAL_AXES):
+        raise InputError(f"{path}: axes {names} do not end in z, y, x; convert the image again with `isonet convert`")
+    wanted = {"t": t, "c": c}
+    what = {"t": ("time point", "--time"), "c": ("channel", "--channel")}
+    for name, index in wanted.items():
+        if index is not None and name not in names and index != 0:
+            raise InputError(f"{path}: has no {what[name][0]} axis, so no {what[name][0]} {index}; leave out {what[name][1]}")
+    lead = []
+    for name, n in zip(names[:-3], shape[:-3]):
+        index = wanted.get(name)
+        if index is None:
+            if n != 1:
+                label, option = what.get(name, (f"'{name}' axis position", "--time/--channel"))
+                raise InputError(f"{path}: has {n} along axis '{name}'; choose one {label} with {option}")
+            index = 0
+        if not 0 <= index < n:
+            raise InputError(f"{path}: no {what.get(name, (name,))[0]} {index}; there are {n} (0 to {n - 1})")
+        lead.append(int(index))
+    return tuple(lead)
 
 
 def checked(array: zarr.Array, store: str | os.PathLike, group_attrs: dict,
@@ -422,29 +618,45 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
             del group[dataset["path"]]
     attrs = dict(group.attrs)
     src = checked(group["0"], path, attrs, name)
-    if src.ndim != 3:
-        raise InputError(f"{path}: level 0 has shape {src.shape}; build_pyramid needs a 3D (z, y, x) image")
+    leading_axes = _leading_axes(multiscale)
+    n_lead = len(leading_axes)
+    if src.ndim != 3 + n_lead:
+        raise InputError(f"{path}: level 0 has shape {src.shape}; build_pyramid needs a (..., z, y, x) image "
+                         "whose metadata names every axis")
     shapes = [tuple(src.shape)]
     level0_chunks = src.chunks
+    lead_shape = tuple(src.shape[:n_lead])
     for level in range(1, n_levels):
-        shape = tuple(-(-s // k) for s, k in zip(src.shape, f))
+        shape = lead_shape + tuple(-(-s // k) for s, k in zip(src.shape[n_lead:], f))
         chunks = tuple(min(c, s) for c, s in zip(level0_chunks, shape))
         compressors = [c for c in src.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
         dst = group.create_array(
             str(level), shape=shape, dtype=src.dtype, chunks=chunks,
             compressors=compressors + [zarr.codecs.Crc32cCodec()],
-            fill_value=0, dimension_names=list(SPATIAL_AXES), overwrite=True, config=WRITE_CONFIG,
+            fill_value=0, dimension_names=[a["name"] for a in leading_axes] + list(SPATIAL_AXES),
+            overwrite=True, config=WRITE_CONFIG,
         )
-        for block in _pyramid_blocks(shape, chunks, f, src.dtype.itemsize):
-            source = tuple(slice(b.start * k, min(b.stop * k, s)) for b, k, s in zip(block, f, src.shape))
-            if method == "nearest":
-                dst[block] = src[tuple(slice(s.start, s.stop, k) for s, k in zip(source, f))]
-            else:
-                dst[block] = _block_mean(src[source], f, src.dtype)
+        for lead in np.ndindex(*lead_shape):
+            for block in _pyramid_blocks(shape[n_lead:], chunks[n_lead:], f, src.dtype.itemsize):
+                source = tuple(slice(b.start * k, min(b.stop * k, s))
+                               for b, k, s in zip(block, f, src.shape[n_lead:]))
+                if method == "nearest":
+                    dst[lead + block] = src[lead + tuple(slice(s.start, s.stop, k) for s, k in zip(source, f))]
+                else:
+                    dst[lead + block] = _block_mean(src[lead + source], f, src.dtype)
         if log is not None:
             log(f"pyramid level {level} {shape}")
         shapes.append(shape)
         src = checked(dst, path, attrs, name)
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
     write_ome_zarr_metadata(group, voxel_size, n_levels, name=multiscale.get("name", "image"), factor=f,
-                            method=method)
+                            method=method, leading_axes=leading_axes, omero=ome.get("omero"))
     return shapes
+
+
+def _leading_axes(multiscale: dict) -> list[dict]:
+    """The axes before z, y, x of a multiscale, each with its level-0 scale."""
+    axes = [a if isinstance(a, dict) else {"name": a} for a in multiscale.get("axes") or []][:-3]
+    datasets = multiscale.get("datasets") or [{}]
+    scale = _scale_of(datasets[0].get("coordinateTransformations")) or []
+    return [dict(a, scale=scale[i] if i < len(scale) else 1.0) for i, a in enumerate(axes)]

@@ -17,7 +17,7 @@ import zarr.codecs
 
 from isonet.errors import InputError
 from isonet.storage.atomic import atomic_path
-from isonet.storage.axes import _squeeze_to_zyx
+from isonet.storage.axes import AxesView, _squeeze_to_zyx
 from isonet.storage.voxels import (
     _length_in_um,
     _one_line,
@@ -125,7 +125,8 @@ def _check_complete(tif: tifffile.TiffFile, series: Any, complaints: list[str], 
             )
 
 
-def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+def _open_tiff_series(path: Path) -> tuple[tifffile.TiffFile, Any, Any, Callable[[], None]]:
+    """The file, its first series and that series' pixels as a lazy array in the series' axes."""
     tif = None
     with _tifffile_complaints() as complaints:
         try:
@@ -150,7 +151,6 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         _check_complete(tif, series, complaints.messages, path)
         for message in complaints.messages:
             logger.warning("%s: tifffile: %s", path, message)
-        voxel_size = _tiff_voxel_size(tif)
         if series.dataoffset is not None and series.transform is None and series.dtype is not None:
             # uncompressed and contiguous: map the file, the OS pages in only what is sliced
             dtype = np.dtype(tif.byteorder + series.dtype.char)
@@ -158,7 +158,7 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         else:
             stores.append(series.aszarr(level=0))
             array = zarr.open_array(stores[0], mode="r")
-        return _squeeze_to_zyx(array, series.axes, path), voxel_size, close
+        return tif, series, array, close
     except InputError:
         close()
         raise
@@ -167,6 +167,15 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         raise InputError(
             f"{path}: cannot read the TIFF image data ({_one_line(err)}); check that the file is complete"
         ) from err
+
+
+def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Callable[[], None]]:
+    tif, series, array, close = _open_tiff_series(path)
+    try:
+        return _squeeze_to_zyx(array, series.axes, path), _tiff_voxel_size(tif), close
+    except Exception:
+        close()
+        raise
 
 
 def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,
@@ -236,4 +245,65 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, byteorder="<", **options) as writer:
             writer.write(planes(), shape=shape, dtype=dtype, photometric="minisblack", **write_options)
+    return path
+
+
+def export_hyperstack_tiff(array: Any, axes: Sequence[str], path: str | os.PathLike, voxel_size: Sequence[float],
+                           time_step_s: float | None = None, chunk_planes: int = 64) -> Path:
+    """Write an image with t and/or c axes as an ImageJ hyperstack TIFF, slab by slab, atomically.
+
+    Fiji opens the file as one multi-channel time-lapse (``TZCYX``) with its µm calibration and
+    frame interval. Memory holds ``chunk_planes`` planes of every channel of one time point.
+
+    Parameters
+    ----------
+    array : array-like
+        Numpy-sliceable, axes ``axes`` (e.g. ``(t, c, z, y, x)``).
+    axes : sequence of str
+        Axis names of ``array`` among ``t``, ``c``, ``z``, ``y``, ``x`` (z, y, x last).
+    path : str or path
+        Destination ``.tif``.
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in µm.
+    time_step_s : float, optional
+        Seconds between time points (ImageJ ``finterval``).
+    chunk_planes : int
+        z-planes read per slab.
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    InputError
+        A dtype ImageJ cannot hold (uint8, uint16, float32 only).
+    """
+    path = Path(path)
+    vz, vy, vx = check_voxel_size(voxel_size, path)
+    names = [str(a).lower() for a in axes]
+    if names[-3:] != ["z", "y", "x"] or not set(names[:-3]) <= {"t", "c"} or len(names) != array.ndim:
+        raise ValueError(f"axes {names} must be some of t, c followed by z, y, x, one per axis of {array.shape}")
+    letters = "".join(names).upper()
+    view = AxesView(array, letters)
+    n_t, n_c, n_z = view.shape[:3]
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    if np.dtype(dtype.newbyteorder("=")) not in IMAGEJ_DTYPES:
+        raise InputError(f"{path}: ImageJ hyperstacks cannot hold {dtype.name} data; convert to float32 first")
+
+    def planes() -> Iterator[np.ndarray]:  # ImageJ order: t, z, c
+        for t in range(n_t):
+            for z0 in range(0, n_z, chunk_planes):
+                slab = np.asarray(view[t, :, z0:min(z0 + chunk_planes, n_z)]).astype(dtype, copy=False)
+                for z in range(slab.shape[1]):
+                    yield from slab[:, z]
+
+    metadata: dict[str, Any] = {"axes": "TZCYX", "spacing": vz, "unit": "um"}
+    if time_step_s:
+        metadata.update(finterval=float(time_step_s), tunit="sec")
+    shape = (n_t, n_z, n_c) + tuple(view.shape[3:])
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp, byteorder="<", imagej=True, bigtiff=False) as writer:
+            writer.write(planes(), shape=shape, dtype=dtype, photometric="minisblack", resolution=(1.0 / vx, 1.0 / vy),
+                         metadata=metadata)
     return path

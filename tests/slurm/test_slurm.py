@@ -90,7 +90,7 @@ def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
         assert "cpu=2,mem=2000M" in train, train
 
     results = workdir / "results" / "tiny"
-    for output in ("restored.ome.zarr", "labels.ome.zarr", "restored.tif", "metrics.json",
+    for output in ("restored.ome.zarr", "restored.ome.zarr/labels/nuclei", "labels.json", "restored.tif", "metrics.json",
                    "report/orthoviews.png", "report/training_curve.png", "report/metrics.html"):
         assert (results / output).exists(), output
     metrics = json.loads((results / "metrics.json").read_text())

@@ -2,34 +2,28 @@
 input functions and resources. Rules live in one file per stage; this file defines no rule.
 """
 
-import csv
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
-import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.settings.types import DeploymentMethod
 
-SYNTHETIC = "synthetic"
-SAMPLE_NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"  # as in the schemas; never a path separator
+try:
+    import isonet
+except ImportError:
+    # Snakemake installed without isonet (e.g. to run with --sdm conda, where the jobs get
+    # isonet from workflow/envs/isonet.yaml): the sample-sheet module is read from this checkout.
+    # It needs only PyYAML and jsonschema, which Snakemake brings.
+    sys.path.insert(0, str(Path(workflow.basedir).parent))
+from isonet.errors import InputError
+from isonet import samples as sample_sheet
+
+SAMPLE_NAME = sample_sheet.SAMPLE_NAME
 SCHEMAS = Path(workflow.basedir) / "schemas"
-SAMPLE_COLUMNS = (
-    "sample input voxel_size_z voxel_size_y voxel_size_x subsample psf_kind psf_params psf_mode"
-    " psf_file model model_from gt iso_gt gt_labels"
-).split()
-VOXEL_COLUMNS = ("voxel_size_z", "voxel_size_y", "voxel_size_x")
-GT_COLUMNS = ("gt", "iso_gt", "gt_labels")
-# Sample-sheet columns that set one key of a config section for their sample.
-SHEET_SETTINGS = {
-    "psf_kind": ("psf", "kind"),
-    "psf_params": ("psf", "params"),
-    "psf_mode": ("psf", "mode"),
-    "psf_file": ("psf", "file"),
-    "model": ("train", "model"),
-}
+LABELS = "labels/nuclei"  # the segmentation, as NGFF labels inside restored.ome.zarr
 
 
 wildcard_constraints:
@@ -37,217 +31,55 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------------------------------
-# Validation
+# The isonet command of the rules' shell commands
 
 
-def validated(data, schema, what):
-    """snakemake.utils.validate(), with a one-line message naming the offending key instead of
-    the schema dump."""
+def isonet_path_prefix():
+    """Shell prefix putting the bin directory of the Python that runs Snakemake first on PATH.
+
+    Rules call `isonet`; run as `.venv/bin/snakemake` with nothing activated, that is the
+    venv's. With --sdm conda or apptainer the job's environment provides its own isonet;
+    Snakemake runs this prefix after activating that environment, so a prepended PATH would
+    shadow the environment's isonet, and nothing is prepended. SLURM jobs run Snakemake on the node with the same interpreter (shared file system),
+    so they get the same prefix.
+    """
+    prefix = "set -euo pipefail; "
+    methods = workflow.deployment_settings.deployment_method
+    if DeploymentMethod.CONDA in methods or DeploymentMethod.APPTAINER in methods:
+        return prefix
+    bin_dir = shlex.quote(str(Path(sys.executable).parent))
+    return prefix + f'export PATH={bin_dir}:"$PATH"; '
+
+
+shell.prefix(isonet_path_prefix().replace("{", "{{").replace("}", "}}"))
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: isonet.samples; a user's mistake is a one-line WorkflowError before any job
+
+
+def validated_config(config):
     try:
-        validate(data, str(SCHEMAS / schema), set_default=False)
-    except WorkflowError:
-        with open(SCHEMAS / schema) as f:
-            contents = yaml.safe_load(f)
-        errors = sorted(
-            jsonschema.Draft202012Validator(contents).iter_errors(data),
-            key=lambda e: list(map(str, e.absolute_path)),
-        )
-        if not errors:
-            raise
-        lines = []
-        for error in errors:
-            key = ".".join(str(p) for p in error.absolute_path)
-            lines.append(
-                f"{what}: {key}: {error.message}" if key else f"{what}: {error.message}"
-            )
-        raise WorkflowError("\n".join(lines)) from None
-    return data
-
-
-def _parse_cell(column, text):
-    """Typed value of a sample-sheet cell; text that does not parse is kept for the schema to report."""
-    if column in VOXEL_COLUMNS:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    if column == "subsample":
-        try:
-            value = float(text)
-        except ValueError:
-            return text
-        return int(value) if value.is_integer() else value
-    if column == "psf_params":
-        try:
-            return json.loads(text)
-        except ValueError as err:
-            raise WorkflowError(
-                f"sample sheet: psf_params {text!r} is not valid JSON ({err}); "
-                'write a JSON object such as {"sigma_xy": 2, "sigma_z": 8}'
-            ) from None
-    return text
-
-
-def read_sample_sheet(path):
-    """Rows of the sample sheet as {sample: record}, validated; empty cells are left out."""
-    if not os.path.isfile(path):
-        raise WorkflowError(
-            f"sample sheet {path} does not exist; set samples: in the config"
-        )
-    with open(path, newline="") as f:
-        lines = [l for l in f if l.strip() and not l.lstrip().startswith("#")]
-    reader = csv.DictReader(lines, delimiter="\t")
-    header = reader.fieldnames or []
-    unknown = [c for c in header if c not in SAMPLE_COLUMNS]
-    if unknown:
-        raise WorkflowError(
-            f"sample sheet {path}: unknown column(s) {', '.join(map(repr, unknown))}; "
-            f"columns are: {', '.join(SAMPLE_COLUMNS)} (tab-separated)"
-        )
-    samples = {}
-    for number, row in enumerate(reader, start=1):
-        if None in row:
-            raise WorkflowError(
-                f"sample sheet {path}: row {number} has more cells than the header; "
-                "separate columns with tabs"
-            )
-        record = {
-            k: _parse_cell(k, v.strip()) for k, v in row.items() if v and v.strip()
-        }
-        name = record.get("sample", f"(row {number})")
-        given = [c for c in VOXEL_COLUMNS if c in record]
-        if given and len(given) < 3:
-            raise WorkflowError(
-                f"sample sheet {path}, sample {name}: voxel size incomplete ({', '.join(given)} "
-                "given); fill voxel_size_z, voxel_size_y and voxel_size_x (µm), or none of them "
-                "to use the file's metadata"
-            )
-        validated(record, "samples.schema.yaml", f"sample sheet {path}, sample {name}")
-        if name in samples:
-            raise WorkflowError(f"sample sheet {path}: sample {name!r} appears twice")
-        samples[name] = record
-    if not samples:
-        raise WorkflowError(f"sample sheet {path} lists no sample")
-    return samples
-
-
-def _file_voxel_size(path, where):
-    """Voxel size stored in an image file, or None; reads metadata only."""
-    from isonet.errors import InputError
-    from isonet.storage import open_volume
-
-    try:
-        _, voxel_size, close = open_volume(path)
+        return sample_sheet.validate_config(config, SCHEMAS / "config.schema.yaml")
     except InputError as err:
-        raise WorkflowError(f"{where}: {err}") from None
-    close()
-    return voxel_size
-
-
-def _axial_factor_problem(voxel_size):
-    vz, vy, vx = voxel_size
-    if abs(vy - vx) > 1e-3 * vx:
-        return f"lateral voxel sizes differ (y {vy} µm, x {vx} µm)"
-    ratio = vz / vx
-    if ratio < 0.99 or abs(ratio - round(ratio)) > 1e-2 * ratio:
-        return (
-            f"voxel size ratio z/x = {vz}/{vx} = {ratio:.4g} is not an integer; "
-            "set subsample for this sample"
-        )
-    return None
-
-
-def check_samples(samples, config):
-    """Cross-field checks the schemas cannot express; all problems are reported at once."""
-    problems = []
-    overrides = config.get("overrides") or {}
-    for name in overrides:
-        if name not in samples:
-            problems.append(
-                f"overrides: {name!r} is not a sample of {config['samples']}"
-            )
-    for name, row in samples.items():
-        where = f"sample {name}"
-        synthetic = row["input"] == SYNTHETIC
-        if not synthetic and not os.path.exists(row["input"]):
-            problems.append(
-                f"{where}: input {row['input']} does not exist "
-                f"(relative paths start at {os.getcwd()})"
-            )
-        for column in GT_COLUMNS:
-            if column in row and not os.path.exists(row[column]):
-                problems.append(f"{where}: {column} {row[column]} does not exist")
-        voxel_size = tuple(row[c] for c in VOXEL_COLUMNS if c in row) or None
-        if voxel_size is None and not synthetic and os.path.exists(row["input"]):
-            voxel_size = _file_voxel_size(row["input"], where)
-            if voxel_size is None:
-                problems.append(
-                    f"{where}: {row['input']} has no voxel size in its metadata; "
-                    "fill voxel_size_z, voxel_size_y and voxel_size_x (µm) in the sample sheet"
-                )
-        if voxel_size is not None and "subsample" not in row:
-            problem = _axial_factor_problem(voxel_size)
-            if problem:
-                problems.append(f"{where}: {problem}")
-        source = row.get("model_from")
-        if source is not None:
-            if source == name:
-                problems.append(f"{where}: model_from names the sample itself")
-            elif source not in samples:
-                problems.append(f"{where}: model_from {source!r} is not a sample")
-            elif "model_from" in samples[source]:
-                problems.append(
-                    f"{where}: model_from {source!r} takes its model from another sample; "
-                    "name the sample that trains the model"
-                )
-        for column, (section, key) in SHEET_SETTINGS.items():
-            if column in row and key in overrides.get(name, {}).get(section, {}):
-                problems.append(
-                    f"{where}: {section}.{key} is set both by the sample sheet column {column} "
-                    "and by overrides; set it in one place"
-                )
-        psf = sample_settings(name, "psf", samples, config)
-        if psf["kind"] == "measured":
-            if not psf["file"]:
-                problems.append(
-                    f"{where}: psf kind 'measured' needs a bead stack: set psf_file (sheet) or psf.file"
-                )
-            elif not os.path.exists(psf["file"]):
-                problems.append(f"{where}: psf file {psf['file']} does not exist")
-        if (
-            psf["kind"] != config["psf"]["kind"]
-            and psf["params"] is config["psf"]["params"]
-        ):
-            problems.append(
-                f"{where}: psf kind {psf['kind']!r} differs from the config's, but its parameters "
-                "are the config's; give psf_params (sheet) or overrides.<sample>.psf.params"
-            )
-    if problems:
-        raise WorkflowError("\n  ".join(["invalid samples or config:", *problems]))
-    return samples
+        raise WorkflowError(str(err)) from None
 
 
 def load_samples(config):
-    """The validated sample sheet named by the config."""
-    return check_samples(read_sample_sheet(config["samples"]), config)
+    """The validated, cross-checked sample sheet named by the config: {sample: isonet.samples.Sample}."""
+    try:
+        return sample_sheet.load_samples(config, SCHEMAS / "samples.schema.yaml")
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
 
 
 # ------------------------------------------------------------------------------------------
 # Per-sample settings
 
 
-def sample_settings(sample, section, samples=None, cfg=None):
-    """A config section for one sample: config values, then overrides.<sample>.<section>, then
-    the sample-sheet columns of that section. Each given key replaces the value as a whole.
-    """
-    samples = SAMPLES if samples is None else samples
-    cfg = config if cfg is None else cfg
-    merged = dict(cfg[section])
-    merged.update(((cfg.get("overrides") or {}).get(sample) or {}).get(section) or {})
-    for column, (target, key) in SHEET_SETTINGS.items():
-        if target == section and column in samples[sample]:
-            merged[key] = samples[sample][column]
-    return merged
+def sample_settings(sample, section):
+    """A config section for one sample (isonet.samples.sample_settings)."""
+    return sample_sheet.sample_settings(SAMPLES, config, sample, section)
 
 
 def settings(section):
@@ -256,12 +88,12 @@ def settings(section):
 
 
 def is_synthetic(sample):
-    return SAMPLES[sample]["input"] == SYNTHETIC
+    return SAMPLES[sample].synthetic
 
 
 def model_source(sample):
     """The sample whose model restores ``sample`` (itself unless model_from is set)."""
-    return SAMPLES[sample].get("model_from", sample)
+    return SAMPLES[sample].model_from or sample
 
 
 def trains_model(sample):
@@ -277,7 +109,7 @@ def ground_truth(sample):
             "iso_gt": f"{folder}/iso_gt.tif",
             "gt_labels": f"{folder}/labels.tif",
         }
-    return {k: SAMPLES[sample][k] for k in GT_COLUMNS if k in SAMPLES[sample]}
+    return SAMPLES[sample].ground_truth
 
 
 def quoted_json(obj):
@@ -308,18 +140,16 @@ def tta_arg(wildcards):
 def sample_input(wildcards):
     if is_synthetic(wildcards.sample):
         return f"resources/synthetic/{wildcards.sample}/acquired.tif"
-    return SAMPLES[wildcards.sample]["input"]
+    return SAMPLES[wildcards.sample].input
 
 
 def voxel_size_arg(wildcards):
-    row = SAMPLES[wildcards.sample]
-    if all(c in row for c in VOXEL_COLUMNS):
-        return join(["--voxel-size", *(row[c] for c in VOXEL_COLUMNS)])
-    return ""
+    voxel_size = SAMPLES[wildcards.sample].voxel_size
+    return join(["--voxel-size", *voxel_size]) if voxel_size else ""
 
 
 def subsample_arg(wildcards):
-    value = SAMPLES[wildcards.sample].get("subsample")
+    value = SAMPLES[wildcards.sample].subsample
     return f"--subsample {value}" if value is not None else ""
 
 
@@ -340,7 +170,7 @@ def evaluate_inputs(wildcards):
     return {
         "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
         "restored": f"{RESULTS}/{wildcards.sample}/restored.ome.zarr",
-        "labels": f"{RESULTS}/{wildcards.sample}/labels.ome.zarr",
+        "labels": f"{RESULTS}/{wildcards.sample}/labels.json",
         **ground_truth(wildcards.sample),
     }
 
@@ -411,7 +241,7 @@ def all_outputs():
     for s in SAMPLES:
         out += [
             f"{RESULTS}/{s}/restored.ome.zarr",
-            f"{RESULTS}/{s}/labels.ome.zarr",
+            f"{RESULTS}/{s}/labels.json",
             f"{RESULTS}/{s}/report/orthoviews.png",
         ]
         if sample_settings(s, "stitch")["export_tiff"]:

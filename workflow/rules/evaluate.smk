@@ -15,6 +15,7 @@ rule evaluate:
         mem_mb=rule_mem_mb("evaluate"),
         runtime=rule_runtime("evaluate"),
     params:
+        labels=lambda wildcards, input: shlex.quote(f"{input.restored}/{LABELS}"),
         gt=evaluate_gt_args,
         subsample=subsample_arg,
         c=settings("segment"),
@@ -22,7 +23,7 @@ rule evaluate:
             sample_settings(wildcards.sample, "segment")["block"]
         ),
     shell:
-        "isonet evaluate {input.zarr:q} {input.restored:q} {input.labels:q} {output.json:q}"
+        "isonet evaluate {input.zarr:q} {input.restored:q} {params.labels} {output.json:q}"
         " {output.md:q} {params.gt} {params.subsample} --min-distance {params.c[min_distance]}"
         " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]}"
         " > {log:q} 2>&1"
