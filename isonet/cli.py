@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=_opt_float, default=None)
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
+                   help="z y x voxels segmented at a time (rounded up to whole chunks)")
+    s.add_argument("--halo", type=int, default=40,
+                   help="voxels read around each block; at least the largest nucleus' extent + 4")
 
     s = sub.add_parser("evaluate", help="PSNR and SEG against ground truth")
     s.add_argument("input_zarr")
@@ -292,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="axial factor σ (default: voxel size z / x; need not be an integer)")
     s.add_argument("--min-distance", type=int, default=5)
     s.add_argument("--min-size", type=int, default=64)
+    s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
+                   help="z y x voxels segmented at a time (input and iso-GT segmentations)")
+    s.add_argument("--halo", type=int, default=40, help="voxels read around each block")
+    s.add_argument("--z-margin", type=float, default=26.0,
+                   help="interior SEG: GT nuclei whose centroid is at least this many planes from both z-ends")
 
     s = sub.add_parser("assess", help="evidence without ground truth: resolution per axis, re-acquisition check, "
                        "uncertainty summary -> quality.json")
@@ -441,13 +450,13 @@ def run(args: argparse.Namespace):
         from isonet.stages.segment import segment_stage
 
         return segment_stage(args.image_zarr, args.labels_zarr, args.summary_json, args.threshold, args.min_distance,
-                             args.min_size)
+                             args.min_size, block=args.block, halo=args.halo)
     if c == "evaluate":
         from isonet.stages.evaluate import evaluate_stage
 
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
-                              args.min_size)
+                              args.min_size, block=args.block, halo=args.halo, z_margin=args.z_margin)
     if c == "assess":
         from isonet.stages.assess import assess_stage
 

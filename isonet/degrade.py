@@ -257,6 +257,53 @@ def upsample_axis(x: np.ndarray, factor, axis: int = 0, out_indices: np.ndarray 
     return np.moveaxis(out, 0, axis)
 
 
+def upsample_planes(x, factor, start: int, stop: int, lateral: tuple = ()) -> np.ndarray:
+    """Planes ``start:stop`` of :func:`upsample_axis` ``(x, factor, axis=0)``, reading only the planes they need.
+
+    The same float32 operations in the same order as :func:`upsample_axis`, so the planes are
+    bit-identical to those of the whole upsampled volume; only the input planes under the
+    cubic taps (and the ``lateral`` part of them) are read, so ``x`` may be a lazy array
+    (a zarr array) far larger than memory.
+
+    Parameters
+    ----------
+    x : array-like, shape (n, ...)
+        Input with numpy slicing along its first axis.
+    factor : int or float
+        σ, as for :func:`upsample_axis`.
+    start, stop : int
+        Output planes, ``0 <= start <= stop <= upsampled_length(n, factor)``.
+    lateral : tuple of slices
+        Part of the remaining axes to compute (default all of them).
+
+    Returns
+    -------
+    ndarray, float32, shape ``(stop - start, ...)``.
+
+    Examples
+    --------
+    >>> x = np.arange(5.0)[:, None] * [1.0, 2.0]
+    >>> bool((upsample_planes(x, 2, 3, 7) == upsample_axis(x, 2)[3:7]).all())
+    True
+    >>> bool((upsample_planes(x, 2.5, 3, 7) == upsample_axis(x, 2.5)[3:7]).all())
+    True
+    """
+    n = int(x.shape[0])
+    taps, weights = cubic_taps(np.arange(start, stop), n, factor)
+    if taps.size == 0:
+        lo = hi = 0
+    else:
+        lo, hi = int(taps.min()), int(taps.max()) + 1
+    xm = np.asarray(x[(slice(lo, hi), *lateral)])
+    out = np.zeros((len(taps),) + xm.shape[1:], dtype=np.float32)
+    bshape = (len(taps),) + (1,) * (xm.ndim - 1)
+    for t in range(4):
+        w = weights[:, t]
+        if np.any(w != 0):
+            out += w.astype(np.float32).reshape(bshape) * xm[taps[:, t] - lo].astype(np.float32, copy=False)
+    return out
+
+
 def subsampled_length(n: int, factor, phase: int = 0) -> int:
     """Number of positions ``phase + k·σ`` (k = 0, 1, ...) within ``n`` samples, i.e. at most ``n - 1``.
 

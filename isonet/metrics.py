@@ -1,9 +1,9 @@
 """Quality of a restoration against ground truth: PSNR, affine-fitted PSNR and ISBI SEG.
 
-All functions read their inputs in slabs along the first axis and accumulate in float64 (or
-integer counts), so they work on volumes far larger than a float64 copy would allow, and on any
-array that supports ``shape`` and slicing along the first axis (NumPy arrays, memory maps,
-Zarr arrays).
+All functions read their inputs in slabs along the first axis (about a million elements each;
+a plane larger than that in runs of rows) and accumulate in float64 (or integer counts), so
+memory does not follow the volume, and they work on any array that supports ``shape`` and
+slicing (NumPy arrays, memory maps, Zarr arrays, the lazy views of :mod:`isonet.stages.views`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from isonet.errors import InputError
 
-_CHUNK_ELEMENTS = 1 << 22  # elements per slab: 32 MiB as float64
+_CHUNK_ELEMENTS = 1 << 20  # elements per slab: 8 MiB as float64
 
 
 def _check_pair(x, gt, name: str, xname: str = "x", gtname: str = "gt") -> tuple[int, ...]:
@@ -30,15 +30,27 @@ def _check_pair(x, gt, name: str, xname: str = "x", gtname: str = "gt") -> tuple
     return tuple(x.shape)
 
 
-def _slabs(shape: tuple[int, ...], chunk_size: int | None, name: str) -> Iterator[slice]:
-    if chunk_size is None:
-        per_row = int(np.prod(shape[1:], dtype=np.int64))
-        chunk_size = max(1, _CHUNK_ELEMENTS // max(per_row, 1))
-    elif int(chunk_size) < 1:
-        raise InputError(f"{name}: chunk_size must be a positive number of slices, got {chunk_size}")
-    chunk_size = int(chunk_size)
-    for i in range(0, shape[0], chunk_size):
-        yield slice(i, min(i + chunk_size, shape[0]))
+def _slabs(shape: tuple[int, ...], chunk_size: int | None, name: str) -> Iterator[tuple[slice, ...]]:
+    """Selections that tile an array: slabs of ``chunk_size`` planes, or of about ``_CHUNK_ELEMENTS``.
+
+    Without ``chunk_size``, a slab holds as many whole planes as fit the budget, and a plane
+    larger than the budget is split into runs of rows, so memory never follows the volume.
+    """
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise InputError(f"{name}: chunk_size must be a positive number of slices, got {chunk_size}")
+        step = int(chunk_size)
+    else:
+        per_plane = int(np.prod(shape[1:], dtype=np.int64))
+        step = _CHUNK_ELEMENTS // max(per_plane, 1)
+        if step < 1:
+            rows = max(1, _CHUNK_ELEMENTS // max(int(np.prod(shape[2:], dtype=np.int64)), 1))
+            for z in range(shape[0]):
+                for y in range(0, shape[1], rows):
+                    yield slice(z, z + 1), slice(y, min(y + rows, shape[1]))
+            return
+    for i in range(0, shape[0], step):
+        yield (slice(i, min(i + step, shape[0])),)
 
 
 def _psnr_from(sse: float, n: int, data_range: float, name: str) -> float:
@@ -63,7 +75,8 @@ def psnr(x, gt, data_range: float | None = None, *, chunk_size: int | None = Non
     data_range : float, optional
         Peak-to-peak range of the signal; default ``gt.max() - gt.min()``.
     chunk_size : int, optional
-        Slices along the first axis per slab; default gives slabs of about 4 million elements.
+        Slices along the first axis per slab; default gives slabs of about 1 million elements
+        (whole planes, or runs of rows of a plane larger than that).
         The result does not depend on it beyond rounding.
 
     Returns
@@ -301,7 +314,7 @@ def interior_label_ids(labels, z_margin: float, *, chunk_size: int | None = None
     keys, counts, zsums = [], [], []
     for s in _slabs(shape, chunk_size, name):
         lab = np.asarray(labels[s])
-        z = np.broadcast_to(np.arange(s.start, s.stop).reshape(-1, *([1] * (lab.ndim - 1))), lab.shape)
+        z = np.broadcast_to(np.arange(s[0].start, s[0].stop).reshape(-1, *([1] * (lab.ndim - 1))), lab.shape)
         fg = lab > 0
         if lab.size and lab.min() < 0:
             raise InputError(f"{name}: labels must be non-negative, found {int(lab.min())}")

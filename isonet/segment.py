@@ -8,7 +8,7 @@ that splits touching round nuclei.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -44,7 +44,178 @@ def _split_blob(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarr
     return watershed(-dist, markers, mask=blob).astype(np.int32, copy=False), len(peaks)
 
 
-def threshold_intermodes(image: np.ndarray, nbins: int = 256, max_iter: int = 10000) -> float:
+#: threshold rules of :func:`threshold_by_rule`
+SEG_THRESHOLD_RULES = ("intermodes", "otsu")
+
+
+#: histogram bins of every global threshold (Intermodes and Otsu), in memory or streamed
+THRESHOLD_BINS = 256
+
+
+def intensity_range(blocks: Iterable[np.ndarray], what: str = "intermodes threshold") -> tuple[float, float]:
+    """Smallest and largest value over blocks of a volume, checked to be finite.
+
+    Parameters
+    ----------
+    blocks : iterable of ndarray
+        The volume in pieces (any shapes); together they hold every voxel once or more.
+    what : str
+        Named in error messages.
+
+    Returns
+    -------
+    lo, hi : float
+
+    Raises
+    ------
+    InputError
+        If there are no values, a value is NaN or infinite, or the dtype is not numeric.
+
+    Examples
+    --------
+    >>> intensity_range([np.array([3.0, 1.0]), np.array([7.0])])
+    (1.0, 7.0)
+    """
+    lo, hi, seen = np.inf, -np.inf, False
+    for block in blocks:
+        block = np.asarray(block)
+        if not (np.issubdtype(block.dtype, np.integer) or np.issubdtype(block.dtype, np.floating)):
+            raise InputError(f"{what}: image must be integer or float, got dtype {block.dtype}")
+        if block.size == 0:
+            continue
+        seen = True
+        b_lo, b_hi = float(block.min()), float(block.max())
+        if not (np.isfinite(b_lo) and np.isfinite(b_hi)):
+            raise InputError(f"{what}: image contains NaN or inf; mask or replace them first")
+        lo, hi = min(lo, b_lo), max(hi, b_hi)
+    if not seen:
+        raise InputError(f"{what}: image is empty")
+    return lo, hi
+
+
+def histogram_counts(block: np.ndarray, lo: float, hi: float, nbins: int = THRESHOLD_BINS) -> np.ndarray:
+    """Counts of ``block`` in ``nbins`` equal bins over ``[lo, hi]`` (int64).
+
+    Each value is binned on its own, so the counts of a volume's pieces add up to the counts of
+    the whole volume exactly, whatever the pieces.
+
+    Examples
+    --------
+    >>> histogram_counts(np.array([0.0, 0.1, 0.9, 1.0]), 0.0, 1.0, nbins=2).tolist()
+    [2, 2]
+    """
+    counts, _ = np.histogram(np.asarray(block), bins=int(nbins), range=(lo, hi))
+    return counts.astype(np.int64, copy=False)
+
+
+def _bin_centres(lo: float, hi: float, nbins: int, dtype) -> np.ndarray:
+    # np.histogram computes the edges in the data's float type (float32 for float32 data)
+    edges = np.histogram_bin_edges(np.zeros(0, dtype), bins=int(nbins), range=(lo, hi))
+    return 0.5 * (edges[:-1] + edges[1:])
+
+
+def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter: int = 10000,
+                              dtype=np.float64) -> float:
+    """Intermodes threshold of a histogram over ``[lo, hi]`` (see :func:`threshold_intermodes`).
+
+    ``dtype`` is that of the data: bin centres are computed in its float type, as
+    ``np.histogram`` computes the edges.
+
+    Raises
+    ------
+    InputError
+        If the histogram is not bimodal after ``max_iter`` smoothing passes.
+
+    Examples
+    --------
+    >>> intermodes_from_histogram(np.array([0, 5, 1, 0, 1, 6, 0]), 0.0, 7.0)
+    3.5
+    """
+    centres = _bin_centres(lo, hi, len(counts), dtype)
+    h = np.asarray(counts, dtype=np.float64)
+    for _ in range(int(max_iter) + 1):
+        peaks = _strict_maxima(h)
+        if len(peaks) == 2:
+            return float(0.5 * (centres[peaks[0]] + centres[peaks[1]]))
+        h = _smooth3(h)
+    raise InputError(
+        f"intermodes threshold: histogram did not become bimodal after {max_iter} smoothing passes;"
+        " pass an explicit threshold"
+    )
+
+
+def otsu_from_histogram(counts: np.ndarray, lo: float, hi: float, dtype=np.float64) -> float:
+    """Otsu's threshold of a histogram over ``[lo, hi]`` (scikit-image's, on these bins).
+
+    For float data this is ``skimage.filters.threshold_otsu`` of the data itself.
+
+    Examples
+    --------
+    >>> otsu_from_histogram(np.array([5, 5, 0, 0, 5, 5]), 0.0, 6.0)
+    1.5
+    """
+    from skimage.filters import threshold_otsu
+
+    if lo == hi:
+        return float(lo)
+    return float(threshold_otsu(hist=(np.asarray(counts), _bin_centres(lo, hi, len(counts), dtype))))
+
+
+def streamed_threshold(blocks: Callable[[], Iterable[np.ndarray]], rule: str = "intermodes",
+                       fallback: str | None = None, nbins: int = THRESHOLD_BINS) -> tuple[float, str]:
+    """A global threshold of a volume read in pieces, equal to the one of the whole volume.
+
+    Two passes: the intensity range, then the histogram over it, accumulated piece by piece;
+    the in-memory functions (:func:`threshold_intermodes`, :func:`global_threshold`,
+    :func:`threshold_by_rule`) are this function on one piece, so both agree bit for bit.
+
+    Parameters
+    ----------
+    blocks : callable
+        Returns a new iterable over the pieces of the volume each time it is called (twice).
+    rule : {"intermodes", "otsu"}
+    fallback : {"otsu", None}
+        Rule used where ``rule`` is ``"intermodes"`` and the histogram has no two modes.
+    nbins : int
+
+    Returns
+    -------
+    threshold : float
+    method : str
+        The rule used.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.concatenate([rng.normal(50, 5, 5000), rng.normal(200, 5, 5000)])
+    >>> streamed_threshold(lambda: np.split(v, 4)) == streamed_threshold(lambda: [v])
+    True
+    """
+    if rule not in SEG_THRESHOLD_RULES:
+        raise InputError(f"threshold rule {rule!r} is unknown; valid: {', '.join(SEG_THRESHOLD_RULES)}")
+    if int(nbins) < 3:
+        raise InputError(f"intermodes threshold: nbins must be at least 3, got {nbins}")
+    lo, hi = intensity_range(blocks())
+    if rule == "intermodes" and lo == hi:
+        if fallback != "otsu":
+            raise InputError(f"intermodes threshold: image is constant ({lo}); there is nothing to separate")
+        return float(lo), "otsu"
+    counts = np.zeros(int(nbins), np.int64)
+    dtype = None
+    for block in blocks():
+        block = np.asarray(block)
+        dtype = block.dtype if dtype is None else np.result_type(dtype, block.dtype)
+        counts += histogram_counts(block, lo, hi, nbins)
+    if rule == "intermodes":
+        try:
+            return intermodes_from_histogram(counts, lo, hi, dtype=dtype), "intermodes"
+        except InputError:
+            if fallback != "otsu":
+                raise
+    return otsu_from_histogram(counts, lo, hi, dtype), "otsu"
+
+
+def threshold_intermodes(image: np.ndarray, nbins: int = THRESHOLD_BINS, max_iter: int = 10000) -> float:
     """Intermodes threshold (Prewitt & Mendelsohn 1966; ImageJ's "Intermodes").
 
     The histogram of ``image`` is smoothed by a 3-point running mean (zero beyond its ends) until
@@ -82,29 +253,12 @@ def threshold_intermodes(image: np.ndarray, nbins: int = 256, max_iter: int = 10
     True
     """
     image = np.asarray(image)
-    if image.size == 0:
-        raise InputError("intermodes threshold: image is empty")
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"intermodes threshold: image must be integer or float, got dtype {image.dtype}")
     if int(nbins) < 3:
         raise InputError(f"intermodes threshold: nbins must be at least 3, got {nbins}")
-    lo, hi = float(image.min()), float(image.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError("intermodes threshold: image contains NaN or inf; mask or replace them first")
+    lo, hi = intensity_range([image])
     if lo == hi:
         raise InputError(f"intermodes threshold: image is constant ({lo}); there is nothing to separate")
-    counts, edges = np.histogram(image, bins=int(nbins), range=(lo, hi))
-    h = counts.astype(np.float64)
-    for _ in range(int(max_iter) + 1):
-        peaks = _strict_maxima(h)
-        if len(peaks) == 2:
-            centres = 0.5 * (edges[:-1] + edges[1:])
-            return float(0.5 * (centres[peaks[0]] + centres[peaks[1]]))
-        h = _smooth3(h)
-    raise InputError(
-        f"intermodes threshold: histogram did not become bimodal after {max_iter} smoothing passes;"
-        " pass an explicit threshold"
-    )
+    return intermodes_from_histogram(histogram_counts(image, lo, hi, nbins), lo, hi, max_iter, image.dtype)
 
 
 def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple[float, str]:
@@ -112,7 +266,9 @@ def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple
 
     Blurry volumes (e.g. a plain cubic upsampling of an anisotropic stack) often have a
     unimodal histogram on which Intermodes is undefined; the segmentation of such a volume still
-    needs a threshold to be compared with others, and Otsu's is the standard choice.
+    needs a threshold to be compared with others, and Otsu's is the standard choice. Both use
+    the same :data:`THRESHOLD_BINS` bins over the volume's range, as :func:`streamed_threshold`
+    does for a volume read in pieces.
 
     Returns
     -------
@@ -128,18 +284,8 @@ def global_threshold(volume: np.ndarray, fallback: str | None = "otsu") -> tuple
     >>> how, bool(110 < t < 140)
     ('intermodes', True)
     """
-    try:
-        return threshold_intermodes(volume), "intermodes"
-    except InputError:
-        if fallback != "otsu":
-            raise
-    from skimage.filters import threshold_otsu
-
-    return float(threshold_otsu(np.asarray(volume))), "otsu"
-
-
-#: threshold rules of :func:`threshold_by_rule`
-SEG_THRESHOLD_RULES = ("intermodes", "otsu")
+    volume = np.asarray(volume)
+    return streamed_threshold(lambda: [volume], "intermodes", fallback)
 
 
 def threshold_by_rule(volume: np.ndarray, rule: str) -> float:
@@ -170,13 +316,55 @@ def threshold_by_rule(volume: np.ndarray, rule: str) -> float:
     >>> [bool(60 < threshold_by_rule(v, r) < 190) for r in SEG_THRESHOLD_RULES]  # between the modes
     [True, True]
     """
-    if rule == "intermodes":
-        return threshold_intermodes(volume)
-    if rule == "otsu":
-        from skimage.filters import threshold_otsu
+    volume = np.asarray(volume)
+    return streamed_threshold(lambda: [volume], rule)[0]
 
-        return float(threshold_otsu(np.asarray(volume)))
-    raise InputError(f"threshold rule {rule!r} is unknown; valid: {', '.join(SEG_THRESHOLD_RULES)}")
+
+def blob_box(bbox: Sequence[slice], shape: Sequence[int], offset: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
+    """The box in which a blob is split: its bounding box ``bbox`` grown by 2 voxels, within ``shape``.
+
+    ``bbox`` is in coordinates shifted by ``offset`` (those of a window starting at ``offset``);
+    the box is returned in the coordinates of ``shape``. One background voxel around the blob
+    (where the volume allows) keeps the EDT and the hole filling exact; one more gives the
+    smoothing room.
+    """
+    return tuple(slice(max(b.start + o - 2, 0), min(b.stop + o + 2, n)) for b, o, n in zip(bbox, offset, shape))
+
+
+def split_component(comp: np.ndarray, i: int, min_distance: int, min_size: int,
+                    sampling) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Split connected component ``i`` of a component labelling ``comp`` (over its :func:`blob_box`).
+
+    Returns None when the blob, holes filled, has fewer than ``min_size`` voxels; else the
+    watershed labels ``1..k`` over the box, the voxels to write (a filled hole never takes
+    voxels of another blob it happens to enclose) and ``k``.
+    """
+    blob = ndi.binary_fill_holes(comp == i)
+    if blob.sum() < min_size:
+        return None
+    split, k = _split_blob(blob, int(min_distance), sampling)
+    write = (split > 0) & ((comp == i) | (comp == 0))
+    return split, write, k
+
+
+def check_segment_args(volume, min_distance: int, min_size: int, sampling) -> tuple[float, float, float] | None:
+    """Validate the settings of :func:`segment_nuclei` (and its block-wise form); ``sampling`` as a tuple."""
+    if len(volume.shape) != 3:
+        raise InputError(f"segment_nuclei: volume must be 3D (z, y, x), got shape {tuple(volume.shape)}")
+    dt = np.dtype(volume.dtype)
+    if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating) or dt == bool):
+        raise InputError(f"segment_nuclei: volume must be numeric, got dtype {dt}")
+    if int(min_distance) < 1:
+        raise InputError(f"segment_nuclei: min_distance must be at least 1 voxel, got {min_distance}")
+    if int(min_size) < 0:
+        raise InputError(f"segment_nuclei: min_size must be >= 0, got {min_size}")
+    if sampling is not None:
+        sampling = tuple(float(s) for s in sampling)
+        if len(sampling) != 3 or not all(np.isfinite(s) and s > 0 for s in sampling):
+            raise InputError(
+                f"segment_nuclei: sampling must be 3 positive voxel sizes (z, y, x), got {sampling}"
+            )
+    return sampling
 
 
 def segment_nuclei(
@@ -229,21 +417,7 @@ def segment_nuclei(
     (dtype('int32'), 2)
     """
     volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise InputError(f"segment_nuclei: volume must be 3D (z, y, x), got shape {volume.shape}")
-    if not (np.issubdtype(volume.dtype, np.integer) or np.issubdtype(volume.dtype, np.floating)
-            or volume.dtype == bool):
-        raise InputError(f"segment_nuclei: volume must be numeric, got dtype {volume.dtype}")
-    if int(min_distance) < 1:
-        raise InputError(f"segment_nuclei: min_distance must be at least 1 voxel, got {min_distance}")
-    if int(min_size) < 0:
-        raise InputError(f"segment_nuclei: min_size must be >= 0, got {min_size}")
-    if sampling is not None:
-        sampling = tuple(float(s) for s in sampling)
-        if len(sampling) != 3 or not all(np.isfinite(s) and s > 0 for s in sampling):
-            raise InputError(
-                f"segment_nuclei: sampling must be 3 positive voxel sizes (z, y, x), got {sampling}"
-            )
+    sampling = check_segment_args(volume, min_distance, min_size, sampling)
     if volume.dtype == bool:
         volume = volume.view(np.uint8)
     if threshold is None:
@@ -260,16 +434,11 @@ def segment_nuclei(
     for i, bbox in enumerate(ndi.find_objects(components), start=1):
         if bbox is None:
             continue
-        # one background voxel around the blob (where the volume allows) keeps the EDT and the
-        # hole filling exact; one more gives the smoothing room
-        box = tuple(slice(max(b.start - 2, 0), min(b.stop + 2, n)) for b, n in zip(bbox, volume.shape))
-        comp = components[box]
-        blob = ndi.binary_fill_holes(comp == i)
-        if blob.sum() < min_size:
+        box = blob_box(bbox, volume.shape)
+        result = split_component(components[box], i, min_distance, min_size, sampling)
+        if result is None:
             continue
-        split, k = _split_blob(blob, int(min_distance), sampling)
-        # a filled hole never takes voxels of another blob it happens to enclose
-        write = (split > 0) & ((comp == i) | (comp == 0))
+        split, write, k = result
         labels[box][write] = split[write] + n_labels
         n_labels += k
     del components
@@ -307,7 +476,18 @@ def segmentation_summary(labels: np.ndarray) -> dict:
     ids, counts = np.unique(labels, return_counts=True)
     if len(ids) and ids[0] < 0:
         raise InputError(f"segmentation_summary: labels must be non-negative, found {int(ids[0])}")
-    counts = counts[ids > 0].astype(np.float64)
+    return summary_of_sizes(counts[ids > 0])
+
+
+def summary_of_sizes(sizes: np.ndarray) -> dict:
+    """:func:`segmentation_summary` from the objects' sizes in voxels (one entry per object).
+
+    Examples
+    --------
+    >>> summary_of_sizes(np.array([2, 3]))["mean_volume"]
+    2.5
+    """
+    counts = np.asarray(sizes, dtype=np.float64)
     if len(counts) == 0:
         nan = float("nan")
         sizes = ("mean_volume", "median_volume", "min_volume", "max_volume")

@@ -159,3 +159,26 @@ def test_seg_bad_input():
         seg_score(gt, gt.astype(np.float32))
     with pytest.raises(InputError, match="2\\*\\*31"):
         seg_score(gt - 1, gt)
+
+
+def test_large_planes_are_read_in_runs_of_rows(monkeypatch):
+    import isonet.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 50)  # smaller than one 9 x 13 plane
+    rng = np.random.default_rng(3)
+    gt = rng.random((4, 9, 13))
+    x = gt + 0.1 * rng.random(gt.shape)
+    reads = []
+
+    class Recording(np.ndarray):
+        def __getitem__(self, sel):
+            reads.append(np.empty(gt.shape)[sel].size)
+            return np.asarray(self)[sel]
+
+    assert metrics.psnr_affine(x.view(Recording), gt) == pytest.approx(metrics.psnr_affine(x, gt, chunk_size=2),
+                                                                          rel=1e-12)
+    assert max(reads) <= 50 and sum(reads) == gt.size
+    labels = np.zeros((4, 9, 13), np.int32)
+    labels[1:3, 2:8, 3:9] = 1
+    assert metrics.seg_score(labels, labels) == 1.0
+    assert metrics.interior_label_ids(labels, 1).tolist() == [1]

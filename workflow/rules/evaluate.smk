@@ -19,7 +19,11 @@ rule evaluate:
         gt=evaluate_gt_args,
         subsample=subsample_arg,
         c=settings("segment"),
+        block=lambda wildcards: join(
+            sample_settings(wildcards.sample, "segment")["block"]
+        ),
     shell:
         "isonet evaluate {input.zarr:q} {input.restored:q} {params.labels} {output.json:q}"
         " {output.md:q} {params.gt} {params.subsample} --min-distance {params.c[min_distance]}"
-        " --min-size {params.c[min_size]} > {log:q} 2>&1"
+        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]}"
+        " > {log:q} 2>&1"

@@ -23,6 +23,10 @@ rule segment:
     params:
         c=settings("segment"),
         labels=lambda wildcards, input: shlex.quote(f"{input[0]}/{LABELS}"),
+        block=lambda wildcards: join(
+            sample_settings(wildcards.sample, "segment")["block"]
+        ),
     shell:
         "isonet segment {input:q} {params.labels} --summary-json {output.summary:q}"
-        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]} > {log:q} 2>&1"
+        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]}"
+        " --block {params.block} --halo {params.c[halo]} > {log:q} 2>&1"
