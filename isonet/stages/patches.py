@@ -18,8 +18,8 @@ from isonet.storage import atomic_path, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
 
-# voxels of the lateral planes read at once (float32: 128 MiB); fewer planes are sampled beyond it
-PLANE_BUDGET_VOXELS = 2**25
+# voxels of the lateral planes read at once (float32: 64 MiB); fewer planes are sampled beyond it
+PLANE_BUDGET_VOXELS = 2**24
 
 
 def _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,

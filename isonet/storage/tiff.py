@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # dtypes that ImageJ opens natively; anything else is exported as OME-TIFF
 IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 
+# bytes of z-planes export_tiff reads at once (one plane when a plane is larger)
+EXPORT_SLAB_BYTES = 64 * 2**20
+
 
 def _ome_voxel_size(ome_xml: str) -> tuple[float, float, float] | None:
     try:
@@ -169,12 +172,20 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         ) from err
 
 
-def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,
+def _slab_planes(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | None) -> int:
+    """z-planes per slab of an export: within ``EXPORT_SLAB_BYTES``, whole z chunks when they fit."""
+    planes = max(1, EXPORT_SLAB_BYTES // (int(shape[1]) * int(shape[2]) * itemsize))
+    cz = int(chunks[0]) if chunks else 1
+    return planes // cz * cz if planes >= cz else planes
+
+
+def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int | None = None,
                 tiff_format: str = "auto") -> Path:
     """Write a 3D volume to TIFF plane by plane, atomically, with its voxel size in µm.
 
     Reads ``chunk_planes`` z-planes at a time from ``array`` (e.g. a zarr array) and streams them
-    as TIFF pages, so memory holds one slab.
+    as TIFF pages, so memory holds one slab of at most ``EXPORT_SLAB_BYTES`` (one plane when a
+    plane is larger), whatever the depth of the volume.
 
     Parameters
     ----------
@@ -184,8 +195,9 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
         Destination ``.tif``.
     voxel_size : sequence of 3 float
         ``(z, y, x)`` in µm.
-    chunk_planes : int
-        z-planes read per slab.
+    chunk_planes : int, optional
+        z-planes read per slab; default: as many as fit ``EXPORT_SLAB_BYTES``, a multiple of the
+        array's z chunk when more than one chunk fits (no chunk is then decoded twice).
     tiff_format : {"auto", "imagej", "ome"}
         ``"imagej"``: ImageJ hyperstack that Fiji opens natively with µm calibration (uint8,
         uint16, float32 only; data above 4 GB are stored contiguously after one IFD, the way
@@ -214,6 +226,9 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
     if tiff_format == "imagej" and not imagej:
         raise InputError(f"{path}: ImageJ TIFF cannot hold {dtype.name} data; export as OME-TIFF (tiff_format='ome')")
     imagej = imagej and tiff_format != "ome"
+
+    if chunk_planes is None:
+        chunk_planes = _slab_planes(shape, dtype.itemsize, getattr(array, "chunks", None))
 
     def planes() -> Iterator[np.ndarray]:
         for z0 in range(0, shape[0], chunk_planes):
