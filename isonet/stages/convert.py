@@ -27,6 +27,7 @@ import isonet
 from isonet.errors import InputError
 from isonet.stages.common import check_output_path
 from isonet.storage import atomic_path, build_pyramid, check_voxel_size, create_ome_zarr, open_volume, read_planes
+from isonet.storage.tiff import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
                     _check_finite(block, z0, input_path)
                     low, high = min(low, block.min()), max(high, block.max())
                     level0[z0:z1, y0:y1] = block.astype(dtype, copy=False)
+                    drop_mapped_pages(volume)  # a mapped TIFF's pages read so far leave resident memory
                 say(f"convert: planes {z1}/{shape[0]}")
             if low == high:
                 raise InputError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -177,6 +178,17 @@ def _slab_planes(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | No
     planes = max(1, EXPORT_SLAB_BYTES // (int(shape[1]) * int(shape[2]) * itemsize))
     cz = int(chunks[0]) if chunks else 1
     return planes // cz * cz if planes >= cz else planes
+
+
+def drop_mapped_pages(array: Any) -> None:
+    """Let the OS drop the pages of a memory-mapped TIFF read so far (a no-op for other arrays).
+
+    The pages of a file mapping stay in the process's resident memory once read, so streaming a
+    whole mapped file would end with all of it resident; after this, later reads map them again.
+    """
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int | None = None,
