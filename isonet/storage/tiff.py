@@ -242,9 +242,18 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
     if chunk_planes is None:
         chunk_planes = _slab_planes(shape, dtype.itemsize, getattr(array, "chunks", None))
 
+    chunks = getattr(array, "chunks", None) or shape
+    cy, cx = int(chunks[1]), int(chunks[2])
+
     def planes() -> Iterator[np.ndarray]:
         for z0 in range(0, shape[0], chunk_planes):
-            slab = np.asarray(array[z0:min(z0 + chunk_planes, shape[0])]).astype(dtype, copy=False)
+            z1 = min(z0 + chunk_planes, shape[0])
+            slab = np.empty((z1 - z0, *shape[1:]), dtype)
+            # one lateral chunk at a time: a zarr read decodes only those chunks, not a whole row of them
+            for y0 in range(0, shape[1], cy):
+                for x0 in range(0, shape[2], cx):
+                    tile = (slice(z0, z1), slice(y0, y0 + cy), slice(x0, x0 + cx))
+                    slab[(slice(None), *tile[1:])] = np.asarray(array[tile])
             yield from slab
 
     if imagej:
