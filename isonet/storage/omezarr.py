@@ -36,7 +36,7 @@ NGFF_VERSION = "0.5"
 SPATIAL_AXES = ("z", "y", "x")
 
 # bytes of level i-1 that build_pyramid reads (and reduces) in one block
-PYRAMID_BLOCK_BYTES = 64 * 2**20
+PYRAMID_BLOCK_BYTES = 32 * 2**20
 
 
 
