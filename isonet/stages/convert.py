@@ -166,7 +166,9 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
                     block = read_planes(volume, z0, z1, input_path, rows=(y0, y1))
                     _check_finite(block, z0, input_path)
                     low, high = min(low, block.min()), max(high, block.max())
-                    level0[z0:z1, y0:y1] = block.astype(dtype, copy=False)
+                    block = block.astype(dtype, copy=False)
+                    for x0 in range(0, shape[2], chunks[2]):  # one chunk encoded at a time
+                        level0[z0:z1, y0:y1, x0:x0 + chunks[2]] = block[:, :, x0:x0 + chunks[2]]
                     drop_mapped_pages(volume)  # a mapped TIFF's pages read so far leave resident memory
                 say(f"convert: planes {z1}/{shape[0]}")
             if low == high:

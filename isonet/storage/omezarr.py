@@ -7,6 +7,7 @@ a stage with one line naming the store, the array and the chunk key.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -345,6 +346,17 @@ def _block_mean(block: np.ndarray, factor: tuple[int, int, int], dtype: np.dtype
     return mean.astype(dtype)
 
 
+def _read_chunkwise(array: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """``array[region]``, read one chunk at a time into one buffer (zarr decodes every chunk of a
+    read at once, holding them all besides the result)."""
+    out = np.empty(tuple(r.stop - r.start for r in region), array.dtype)
+    starts = [range(r.start, r.stop, c) for r, c in zip(region, array.chunks)]
+    for corner in itertools.product(*starts):
+        piece = tuple(slice(c, min(c + k, r.stop)) for c, k, r in zip(corner, array.chunks, region))
+        out[tuple(slice(p.start - r.start, p.stop - r.start) for p, r in zip(piece, region))] = array[piece]
+    return out
+
+
 def _pyramid_blocks(shape: Sequence[int], chunks: Sequence[int], src_factor: tuple[int, int, int],
                     itemsize: int) -> Iterator[tuple[slice, slice, slice]]:
     """Blocks of whole chunks (z-slab of one chunk, y/x halved until the source fits the budget)."""
@@ -440,7 +452,7 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
             if method == "nearest":
                 dst[block] = src[tuple(slice(s.start, s.stop, k) for s, k in zip(source, f))]
             else:
-                dst[block] = _block_mean(src[source], f, src.dtype)
+                dst[block] = _block_mean(_read_chunkwise(src, source), f, src.dtype)
         if log is not None:
             log(f"pyramid level {level} {shape}")
         shapes.append(shape)
