@@ -254,7 +254,10 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
                 for x0 in range(0, shape[2], cx):
                     tile = (slice(z0, z1), slice(y0, y0 + cy), slice(x0, x0 + cx))
                     slab[(slice(None), *tile[1:])] = np.asarray(array[tile])
-            yield from slab
+            # copies: tifffile keeps the first plane it is given, and a view would keep its slab alive
+            for plane in slab:
+                yield plane.copy()
+            del slab, plane  # the last plane is a view of the slab too
 
     if imagej:
         options: dict[str, Any] = dict(
