@@ -6,6 +6,7 @@ ome-zarr-py's reader (the code napari-ome-zarr uses), not only with isonet's own
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,17 @@ def test_every_ome_zarr_of_the_workflow_validates(tiny_run):
     np.testing.assert_array_equal(read_ome_zarr(export)[0][:], read_ome_zarr(restored)[0][:])
     np.testing.assert_array_equal(read_ome_zarr(export / "labels" / "nuclei")[0][:],
                                   read_ome_zarr(stores["labels.ome.zarr"])[0][:])
+
+
+def test_ngff04_export_takes_the_labels_the_image_holds(restored_and_labels, tmp_path):
+    """NGFF labels inside the image (``<image>/labels/<name>``) are exported without being named."""
+    restored, labels = restored_and_labels
+    (restored / "labels").mkdir()
+    shutil.copytree(labels, restored / "labels" / "cells")
+    group = zarr.open_group(restored / "labels", mode="a", zarr_format=3)
+    group.update_attributes({"ome": {"version": "0.5", "labels": ["cells"]}})
+    out = export_ngff04(restored, tmp_path / "o.zarr")
+    assert zarr.open_group(out / "labels", mode="r").attrs["labels"] == ["cells"]
+    v04.ImageLabel.from_zarr(zarr.open_group(out / "labels" / "cells", mode="r"))
+    np.testing.assert_array_equal(read_ome_zarr(out / "labels" / "cells", 1)[0][:], _levels(labels)[1])
+    raises_one_line("given twice", export_ngff04, restored, tmp_path / "p.zarr", [("cells", labels)])

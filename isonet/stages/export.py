@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 def export_ngff04_stage(image_zarr: str | os.PathLike, output_zarr: str | os.PathLike,
                         labels_zarr: str | os.PathLike | None = None, labels_name: str = "nuclei",
                         compression_level: int = ZLIB_LEVEL) -> dict:
-    """Export ``image_zarr`` (all levels) and optionally a label image to an NGFF 0.4 / Zarr v2 store.
+    """Export ``image_zarr`` (all levels, its own NGFF labels) and optionally a label image to NGFF 0.4 / Zarr v2.
 
     Parameters
     ----------
@@ -35,7 +35,7 @@ def export_ngff04_stage(image_zarr: str | os.PathLike, output_zarr: str | os.Pat
     Returns
     -------
     summary : dict
-        ``output`` and ``labels`` (names written).
+        ``output``.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", labels_name):
         raise InputError(f"labels name {labels_name!r} is not valid; use letters, digits, '_', '.' and '-'")
@@ -49,4 +49,4 @@ def export_ngff04_stage(image_zarr: str | os.PathLike, output_zarr: str | os.Pat
     export_ngff04(image_zarr, output_zarr, labels, compression_level, provenance=provenance,
                   log=logger.info)
     logger.info("export-ngff04: %s -> %s (NGFF 0.4, Zarr v2, zlib)", image_zarr, output_zarr)
-    return {"output": str(output_zarr), "labels": [name for name, _ in labels]}
+    return {"output": str(output_zarr)}

@@ -62,6 +62,16 @@ def _copy_levels(source: str | os.PathLike, group: zarr.Group, compression_level
     return _multiscale_04(multiscale), attrs
 
 
+def image_labels(image: str | os.PathLike) -> list[tuple[str, Path]]:
+    """The NGFF label images an OME-Zarr image holds (``<image>/labels/<name>``), as (name, path)."""
+    path = Path(image) / "labels"
+    if not (path / "zarr.json").is_file() and not (path / ".zattrs").is_file():
+        return []
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    names = (attrs.get("ome") or attrs).get("labels") or []
+    return [(name, path / name) for name in names if isinstance(name, str) and (path / name).is_dir()]
+
+
 def export_ngff04(image: str | os.PathLike, output: str | os.PathLike,
                   labels: Sequence[tuple[str, str | os.PathLike]] = (), compression_level: int = ZLIB_LEVEL,
                   provenance: dict | None = None, log: Callable[[str], None] | None = None) -> Path:
@@ -75,7 +85,9 @@ def export_ngff04(image: str | os.PathLike, output: str | os.PathLike,
         Zarr v2 store to write (replaced atomically when it exists).
     labels : sequence of (name, path)
         Label images (OME-Zarr, same grid as ``image``) written under ``output/labels/<name>``
-        with NGFF ``image-label`` metadata, listed in ``output/labels``' ``labels`` attribute.
+        with NGFF ``image-label`` metadata, listed in ``output/labels``' ``labels`` attribute,
+        besides the NGFF labels the image itself holds (:func:`image_labels`), which are always
+        exported.
     compression_level : int
         zlib level (1-9).
     provenance : dict, optional
@@ -110,6 +122,11 @@ def export_ngff04(image: str | os.PathLike, output: str | os.PathLike,
         raise ValueError(f"compression_level must be a zlib level 1-9, got {compression_level}")
     output = Path(output)
     image_shape = read_ome_zarr(image)[0].shape
+    labels = image_labels(image) + [(name, Path(path)) for name, path in labels]
+    names = [name for name, _ in labels]
+    if len(set(names)) < len(names):
+        raise InputError(f"{image}: label name(s) {sorted({n for n in names if names.count(n) > 1})} given twice "
+                         "(the image holds labels of that name); choose another name")
     for name, path in labels:
         shape = read_ome_zarr(path)[0].shape
         if shape != image_shape:
