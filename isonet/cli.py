@@ -237,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("zarr")
     s.add_argument("tiff")
 
+    s = sub.add_parser("export-ngff04", help="export an OME-Zarr image (all levels, and labels) as NGFF 0.4 on "
+                       "Zarr v2, chunk by chunk, for MoBIE / Fiji / BigDataViewer")
+    s.add_argument("zarr")
+    s.add_argument("output")
+    s.add_argument("--labels", default=None, help="label image (OME-Zarr) on the same grid, written as labels/<name>")
+    s.add_argument("--labels-name", default="nuclei")
+    s.add_argument("--compression-level", type=_checked(int, lambda v: 1 <= v <= 9, "a zlib level (1-9)"), default=1)
+
     s = sub.add_parser("verify", help="check a whole OME-Zarr store: metadata, every chunk present and "
                        "matching its checksum (exit 1 on any problem)")
     s.add_argument("path")
@@ -423,6 +431,10 @@ def run(args: argparse.Namespace):
             return export_hyperstack_tiff(array, image_axes(args.zarr), args.tiff, voxel_size,
                                           stack.acquisition.time_increment_s)
         return export_tiff(array, args.tiff, voxel_size)
+    if c == "export-ngff04":
+        from isonet.stages.export import export_ngff04_stage
+
+        return export_ngff04_stage(args.zarr, args.output, args.labels, args.labels_name, args.compression_level)
     if c == "verify":
         from isonet.stages.verify import verify_store
 

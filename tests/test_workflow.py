@@ -21,25 +21,7 @@ import pytest
 import tifffile
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-BIN = Path(sys.executable).parent
-TINY = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
-
-
-def run_snakemake(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def deploy(workdir: Path, samples: str, overlay: dict | None = None) -> Path:
-    """A working directory with the repository's config, the given sample sheet and a config overlay."""
-    (workdir / "config").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    (workdir / "config" / "samples.tsv").write_text(samples)
-    (workdir / "overlay.yaml").write_text(yaml.safe_dump({"samples": "config/samples.tsv", **(overlay or {})}))
-    return workdir
+from _workflow import BIN, REPO, TINY, deploy, run_snakemake  # the tiny_run fixture is in conftest.py
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -315,17 +297,6 @@ def test_catalog_test_config_runs_in_a_clean_shell(tmp_path):
 # The tiny end-to-end run
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One run of the whole workflow on a 32x96x96 phantom (600 patches of 32², 3 epochs)."""
-    workdir = deploy(tmp_path_factory.mktemp("tiny"), "sample\tinput\ntiny\tsynthetic\n",
-                     {k: v for k, v in TINY.items() if k != "samples"})
-    result = run_snakemake(workdir, "--workflow-profile", str(REPO / "profiles" / "default"), "--cores", "2",
-                           "--configfile", "overlay.yaml", timeout=900)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir
-
-
 def test_tiny_run_outputs(tiny_run):
     from isonet.storage import read_ome_zarr
 
@@ -385,7 +356,7 @@ def test_tiny_rerun_does_nothing_then_only_predict_and_downstream(tiny_run):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert set(counts) == {"predict", "stitch", "export_tiff", "segment", "evaluate", "orthoviews", "metrics_table",
-                           "assess", "all"}, counts
+                           "assess", "export_ngff04", "all"}, counts
 
 
 

@@ -1,7 +1,8 @@
 """Stage ``convert``: any input volume (TIFF, OME-TIFF, ImageJ TIFF, OME-Zarr) to a chunked OME-Zarr.
 
-The input is opened read-only and streamed in slabs of ``chunks[0]`` z-planes, so memory holds
-one slab whatever the size of the volume. Every slab of float data is checked for NaN and
+The input is opened read-only and streamed in rows of whole chunks (``chunks[0]`` planes,
+``chunks[1]`` rows, the full width), so memory holds one such row whatever the depth and height
+of the volume. Every slab of float data is checked for NaN and
 infinite values before it is written, and a volume whose voxels all hold one value is refused
 once the last slab is read (its running minimum and maximum are kept). The output store is
 written under a temporary name and moved into place only when complete, so a killed run or a
@@ -41,6 +42,7 @@ from isonet.storage import (
     write_ome_zarr_metadata,
 )
 from isonet.storage.hyperstack import Hyperstack
+from isonet.storage.tiff import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +126,8 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
     output_path : str or path
         OME-Zarr store to write; replaced atomically if it exists.
     chunks : sequence of 3 int
-        Chunk shape ``(z, y, x)`` (clipped to the volume); ``chunks[0]`` planes are read and
-        written per slab.
+        Chunk shape ``(z, y, x)`` (clipped to the volume); ``chunks[0]`` planes of ``chunks[1]``
+        rows are read and written at a time.
     voxel_size : sequence of 3 float, optional
         ``(z, y, x)`` in µm; overrides the file's metadata. Needed when the file has none.
     compression_level : int
@@ -199,10 +201,15 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
             low, high = np.inf, -np.inf
             for z0 in range(0, shape[0], chunks[0]):
                 z1 = min(z0 + chunks[0], shape[0])
-                slab = read_planes(volume, z0, z1, input_path)
-                _check_finite(slab, z0, input_path)
-                low, high = min(low, slab.min()), max(high, slab.max())
-                level0[z0:z1] = slab.astype(dtype, copy=False)
+                for y0 in range(0, shape[1], chunks[1]):  # one row of whole chunks at a time
+                    y1 = min(y0 + chunks[1], shape[1])
+                    block = read_planes(volume, z0, z1, input_path, rows=(y0, y1))
+                    _check_finite(block, z0, input_path)
+                    low, high = min(low, block.min()), max(high, block.max())
+                    block = block.astype(dtype, copy=False)
+                    for x0 in range(0, shape[2], chunks[2]):  # one chunk encoded at a time
+                        level0[z0:z1, y0:y1, x0:x0 + chunks[2]] = block[:, :, x0:x0 + chunks[2]]
+                    drop_mapped_pages(volume)  # a mapped TIFF's pages read so far leave resident memory
                 say(f"convert: planes {z1}/{shape[0]}")
             if low == high:
                 raise InputError(

@@ -18,6 +18,9 @@ from isonet.storage import atomic_path, image_axes, read_ome_zarr, read_planes
 
 logger = logging.getLogger(__name__)
 
+# voxels of the lateral planes read at once (float32: 64 MiB); fewer planes are sampled beyond it
+PLANE_BUDGET_VOXELS = 2**24
+
 
 def _check_settings(n_patches, patch_size, foreground_percentile, foreground_fraction, norm_percentiles,
                     max_planes) -> None:
@@ -106,6 +109,10 @@ def patches_stage(
 ) -> dict:
     """Sample training pairs from up to ``max_planes`` lateral planes, holding some planes out.
 
+    Fewer planes are read when ``max_planes`` of them would hold more than
+    ``PLANE_BUDGET_VOXELS`` voxels (at least two planes): memory depends on that budget, not on
+    the depth of the volume.
+
     The normalisation percentiles are computed over the sampled planes and saved with the patches
     (and later with the model) so prediction normalises exactly as training did. Patches centred
     on a value above the ``foreground_percentile`` of the normalised planes make up
@@ -162,7 +169,11 @@ def patches_stage(
             "lower patches.patch_size or use a larger image"
         )
     kernel = load_kernel(psf_npz)
-    per_volume = max(1, max_planes // len(volumes))
+    budget = max(2, PLANE_BUDGET_VOXELS // (height * width))  # planes of all volumes together
+    per_volume = max(1, min(max_planes, budget) // len(volumes))
+    if per_volume * len(volumes) < min(z, max_planes) * len(volumes):
+        logger.info("patches: %d planes of %d x %d read per volume (memory budget of %d voxels), not %d",
+                    min(z, per_volume), height, width, PLANE_BUDGET_VOXELS, min(z, max_planes))
     plane_idx = np.unique(np.linspace(0, z - 1, min(z, per_volume)).round().astype(int))
     raw = [read_planes(v, i, i + 1, input_zarr)[0].astype(np.float32) for v in volumes for i in plane_idx]
     plane_idx = np.tile(plane_idx, len(volumes))
@@ -182,7 +193,9 @@ def patches_stage(
     if cam is not None:
         logger.info("patches: camera (%s) gain %.4g counts/photon, offset %.4g, read noise %.4g counts",
                     cam.source, cam.gain, cam.offset, cam.read_noise)
-    planes = [norm.apply(p) for p in raw]
+    planes = raw  # normalised in place of the raw planes, one at a time: no second copy of them all
+    for i, plane in enumerate(planes):
+        planes[i] = norm.apply(plane)
     del raw
     threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
     train_idx, val_idx = split_planes(len(planes), validation_fraction)

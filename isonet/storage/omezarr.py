@@ -8,6 +8,7 @@ a stage with one line naming the store, the array and the chunk key.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +41,7 @@ NGFF_VERSION = "0.5"
 SPATIAL_AXES = ("z", "y", "x")
 
 # bytes of level i-1 that build_pyramid reads (and reduces) in one block
-PYRAMID_BLOCK_BYTES = 256 * 2**20
+PYRAMID_BLOCK_BYTES = 32 * 2**20
 
 
 
@@ -541,6 +542,17 @@ def _block_mean(block: np.ndarray, factor: tuple[int, int, int], dtype: np.dtype
     return mean.astype(dtype)
 
 
+def _read_chunkwise(array: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """``array[region]``, read one chunk at a time into one buffer (zarr decodes every chunk of a
+    read at once, holding them all besides the result)."""
+    out = np.empty(tuple(r.stop - r.start for r in region), array.dtype)
+    starts = [range(r.start, r.stop, c) for r, c in zip(region, array.chunks)]
+    for corner in itertools.product(*starts):
+        piece = tuple(slice(c, min(c + k, r.stop)) for c, k, r in zip(corner, array.chunks, region))
+        out[tuple(slice(p.start - r.start, p.stop - r.start) for p, r in zip(piece, region))] = array[piece]
+    return out
+
+
 def _pyramid_blocks(shape: Sequence[int], chunks: Sequence[int], src_factor: tuple[int, int, int],
                     itemsize: int) -> Iterator[tuple[slice, slice, slice]]:
     """Blocks of whole chunks (z-slab of one chunk, y/x halved until the source fits the budget)."""
@@ -643,7 +655,8 @@ def build_pyramid(path: str | os.PathLike, n_levels: int = 2, factor: int | Sequ
                 if method == "nearest":
                     dst[lead + block] = src[lead + tuple(slice(s.start, s.stop, k) for s, k in zip(source, f))]
                 else:
-                    dst[lead + block] = _block_mean(src[lead + source], f, src.dtype)
+                    region = tuple(slice(i, i + 1) for i in lead) + source
+                    dst[lead + block] = _block_mean(_read_chunkwise(src, region)[(0,) * n_lead], f, src.dtype)
         if log is not None:
             log(f"pyramid level {level} {shape}")
         shapes.append(shape)

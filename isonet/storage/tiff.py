@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 # dtypes that ImageJ opens natively; anything else is exported as OME-TIFF
 IMAGEJ_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+# bytes of z-planes export_tiff reads at once (one plane when a plane is larger)
+EXPORT_SLAB_BYTES = 64 * 2**20
 
 
 def _ome_voxel_size(ome_xml: str) -> tuple[float, float, float] | None:
@@ -178,12 +182,31 @@ def _open_tiff(path: Path) -> tuple[Any, tuple[float, float, float] | None, Call
         raise
 
 
-def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int = 64,
+def _slab_planes(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | None) -> int:
+    """z-planes per slab of an export: within ``EXPORT_SLAB_BYTES``, whole z chunks when they fit."""
+    planes = max(1, EXPORT_SLAB_BYTES // (int(shape[1]) * int(shape[2]) * itemsize))
+    cz = int(chunks[0]) if chunks else 1
+    return planes // cz * cz if planes >= cz else planes
+
+
+def drop_mapped_pages(array: Any) -> None:
+    """Let the OS drop the pages of a memory-mapped TIFF read so far (a no-op for other arrays).
+
+    The pages of a file mapping stay in the process's resident memory once read, so streaming a
+    whole mapped file would end with all of it resident; after this, later reads map them again.
+    """
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float], chunk_planes: int | None = None,
                 tiff_format: str = "auto") -> Path:
     """Write a 3D volume to TIFF plane by plane, atomically, with its voxel size in µm.
 
     Reads ``chunk_planes`` z-planes at a time from ``array`` (e.g. a zarr array) and streams them
-    as TIFF pages, so memory holds one slab.
+    as TIFF pages, so memory holds one slab of at most ``EXPORT_SLAB_BYTES`` (one plane when a
+    plane is larger), whatever the depth of the volume.
 
     Parameters
     ----------
@@ -193,8 +216,9 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
         Destination ``.tif``.
     voxel_size : sequence of 3 float
         ``(z, y, x)`` in µm.
-    chunk_planes : int
-        z-planes read per slab.
+    chunk_planes : int, optional
+        z-planes read per slab; default: as many as fit ``EXPORT_SLAB_BYTES``, a multiple of the
+        array's z chunk when more than one chunk fits (no chunk is then decoded twice).
     tiff_format : {"auto", "imagej", "ome"}
         ``"imagej"``: ImageJ hyperstack that Fiji opens natively with µm calibration (uint8,
         uint16, float32 only; data above 4 GB are stored contiguously after one IFD, the way
@@ -224,10 +248,25 @@ def export_tiff(array: Any, path: str | os.PathLike, voxel_size: Sequence[float]
         raise InputError(f"{path}: ImageJ TIFF cannot hold {dtype.name} data; export as OME-TIFF (tiff_format='ome')")
     imagej = imagej and tiff_format != "ome"
 
+    if chunk_planes is None:
+        chunk_planes = _slab_planes(shape, dtype.itemsize, getattr(array, "chunks", None))
+
+    chunks = getattr(array, "chunks", None) or shape
+    cy, cx = int(chunks[1]), int(chunks[2])
+
     def planes() -> Iterator[np.ndarray]:
         for z0 in range(0, shape[0], chunk_planes):
-            slab = np.asarray(array[z0:min(z0 + chunk_planes, shape[0])]).astype(dtype, copy=False)
-            yield from slab
+            z1 = min(z0 + chunk_planes, shape[0])
+            slab = np.empty((z1 - z0, *shape[1:]), dtype)
+            # one lateral chunk at a time: a zarr read decodes only those chunks, not a whole row of them
+            for y0 in range(0, shape[1], cy):
+                for x0 in range(0, shape[2], cx):
+                    tile = (slice(z0, z1), slice(y0, y0 + cy), slice(x0, x0 + cx))
+                    slab[(slice(None), *tile[1:])] = np.asarray(array[tile])
+            # copies: tifffile keeps the first plane it is given, and a view would keep its slab alive
+            for plane in slab:
+                yield plane.copy()
+            del slab, plane  # the last plane is a view of the slab too
 
     if imagej:
         options: dict[str, Any] = dict(

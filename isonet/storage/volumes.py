@@ -78,8 +78,10 @@ def open_volume(path: str | os.PathLike) -> tuple[Any, tuple[float, float, float
     )
 
 
-def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike) -> np.ndarray:
-    """Planes ``z0:z1`` of a volume opened by :func:`open_volume` or :func:`read_ome_zarr`, in memory.
+def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike,
+                rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Planes ``z0:z1`` (rows ``y0:y1`` of them, when given) of a volume opened by :func:`open_volume`
+    or :func:`read_ome_zarr`, in memory.
 
     Parameters
     ----------
@@ -89,6 +91,8 @@ def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike) -> np.nda
         First plane and one past the last.
     path : str or path
         The file the volume comes from, named in the error message.
+    rows : (int, int), optional
+        ``(y0, y1)``: read only these rows of the planes.
 
     Returns
     -------
@@ -106,11 +110,12 @@ def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike) -> np.nda
     (1, 3, 4)
     """
     try:
-        return np.asarray(array[z0:z1])
+        return np.asarray(array[z0:z1] if rows is None else array[z0:z1, rows[0]:rows[1]])
     except (InputError, MemoryError):
         raise
     except Exception as err:  # decoders and stores raise many unrelated types for damaged data
         raise InputError(
-            f"{path}: cannot read planes z={z0}..{z1 - 1} ({type(err).__name__}: {_one_line(err)}); "
+            f"{path}: cannot read planes z={z0}..{z1 - 1}{'' if rows is None else f' rows y={rows[0]}..{rows[1] - 1}'} "
+            f"({type(err).__name__}: {_one_line(err)}); "
             "the file is damaged or incomplete, copy or export it again"
         ) from err

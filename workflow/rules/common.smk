@@ -318,6 +318,8 @@ def all_outputs():
         ]
         if sample_settings(s, "stitch")["export_tiff"]:
             out.append(f"{RESULTS}/{s}/restored.tif")
+        if sample_settings(s, "stitch")["export_ngff04"]:
+            out.append(f"{RESULTS}/{s}/restored.ngff04.zarr")
         if trains_model(s):
             out.append(f"{RESULTS}/{s}/report/training_curve.png")
         if ground_truth(s):
