@@ -29,10 +29,36 @@ Re-acquisition (:func:`reacquisition_scores`)
     The restored volume ``r`` estimates ``h_iso * f``; the microscope recorded ``h * f`` at
     isotropic planes ``k * factor``. With ``h = h_iso * h_split`` (:func:`isonet.psf.split_psf`),
     blurring ``r`` along z with the axial profile of ``h_split`` and keeping planes
-    ``k * factor`` predicts the acquired planes. Each acquired plane is compared with its
-    prediction (Pearson correlation, PSNR after one affine intensity fit over all planes): a
-    restoration that invents or loses structure fails to reproduce what was measured, and the
-    per-plane scores show where.
+    ``k * factor`` predicts the acquired planes; one affine intensity fit over all planes maps
+    the prediction to camera counts. Two things decide what the comparison rewards:
+
+    * Only acquired planes whose forward blur lies inside the restored volume are scored. Near
+      the ends of the stack the microscope saw specimen (or, in a simulation, zeros) that the
+      restoration does not hold, so any boundary rule is a guess. On the demo the guess was
+      most of the gap it opened: over all planes iso-GT scored 1.7 dB below the restoration,
+      over the 48 of 64 planes inside, 0.01 dB above it.
+    * The measured planes carry camera noise the restoration may have partly copied (its
+      planes at acquired positions come from the acquired planes), so ``psnr_db`` against
+      them rewards reproducing noise. The headline ``fresh_psnr_db`` is instead the PSNR the
+      prediction is expected to reach against a *fresh* acquisition, whose noise nothing could
+      copy: ``noise + structural``, where ``noise`` is the variance the camera model
+      (:class:`isonet.camera.Camera`, Poisson-Gaussian) predicts for the measured planes and
+      ``structural`` the discrepancy within the band the optics pass: both sides are low-passed
+      laterally by the PSF's in-focus plane (:func:`lateral_kernel`), which keeps the signal
+      (already blurred by it) and passes only ``sum(kernel^2)`` of the white noise (1/50 for
+      sigma_xy = 2); that share is subtracted. Copying noise can lower the low-passed residual
+      by at most that share, so a noise-copying restoration cannot score above a perfect one.
+      ``chi_square`` (measured MSE over the predicted noise variance) says how to read the
+      residual: about 1 is consistent with the noise, well above 1 a mismatch, below 1 a
+      prediction that follows the noise.
+
+    Rejected alternatives: judging only the chi-square (its noise-copying and mismatch parts
+    cancel, and the variance estimate itself is uncertain by a few percent, as large as the
+    differences between good restorations), and comparing planes midway between acquired ones
+    with the acquisition's interpolation (for a strong axial blur that interpolation is nearly
+    exact, but it carries the neighbours' noise, which the restoration copies too). Fine
+    lateral detail beyond the PSF's band is not judged: the check catches structure that is
+    misplaced, lost or invented at the scale of the acquisition. Per-plane scores show where.
 """
 
 from __future__ import annotations
@@ -41,7 +67,7 @@ import math
 
 import numpy as np
 
-from isonet.degrade import cubic_taps, upsampled_length
+from isonet.degrade import blur2d, cubic_taps, upsampled_length
 from isonet.errors import InputError
 from isonet.psf import isotropic_psf, rotate_psf_to_lateral, split_psf
 
@@ -52,6 +78,7 @@ __all__ = [
     "fit_gaussian_blur",
     "resolution_per_axis",
     "axial_forward_kernel",
+    "lateral_kernel",
     "reacquisition_scores",
     "disagreement_summary",
     "CubicUpsampledView",
@@ -273,30 +300,67 @@ def axial_forward_kernel(psf: np.ndarray) -> np.ndarray:
     return profile / profile.sum()
 
 
-def reacquisition_scores(restored, acquired, kernel: np.ndarray, factor: int, planes_per_slab: int = 8) -> dict:
+def lateral_kernel(psf: np.ndarray) -> np.ndarray:
+    """The PSF's in-focus lateral plane (the yx plane through its peak), summing to 1.
+
+    Parameters
+    ----------
+    psf : ndarray (z, y, x)
+
+    Returns
+    -------
+    kernel : ndarray (y, x)
+
+    Examples
+    --------
+    >>> from isonet.psf import gaussian_psf
+    >>> k = lateral_kernel(gaussian_psf(2, 8))
+    >>> k.ndim, round(float(k.sum()), 6), round(float((k**2).sum()) * 4 * np.pi * 2.0**2, 2)
+    (2, 1.0, 1.0)
+    """
+    psf = np.asarray(psf, np.float64)
+    plane = psf[int(np.unravel_index(np.argmax(psf), psf.shape)[0])]
+    return plane / plane.sum()
+
+
+def reacquisition_scores(restored, acquired, kernel: np.ndarray, factor: int, camera=None, lateral=None,
+                         include_ends: bool = False, planes_per_slab: int = 8) -> dict:
     """Compare the restoration, degraded again by the forward model, with the acquired planes.
 
-    Reads ``planes_per_slab`` acquired planes and the restored planes they need (plus the
-    kernel's half length) at a time, so memory stays at a slab.
+    Scores the acquired planes whose forward blur lies inside the restored volume (all planes
+    when none does); see the module docstring for the scores and why. Reads
+    ``planes_per_slab`` acquired planes and the restored planes they need (plus the kernel's
+    half length) at a time, so memory stays at a slab.
 
     Parameters
     ----------
     restored : array-like (Z_iso, Y, X)
         The restoration on the isotropic grid (plane ``k * factor`` at acquired plane ``k``).
     acquired : array-like (Z, Y, X)
-        The acquired volume.
+        The acquired volume, in camera counts when ``camera`` is given.
     kernel : ndarray
         :func:`axial_forward_kernel`.
     factor : int
         Axial factor.
+    camera : isonet.camera.Camera, optional
+        Noise model of the acquisition: gives ``noise_variance``, ``chi_square`` and, with
+        ``lateral``, ``structural_mse`` and ``fresh_psnr_db``.
+    lateral : ndarray (y, x), optional
+        :func:`lateral_kernel` of the PSF: both sides are low-passed by it to measure the
+        structural discrepancy.
+    include_ends : bool
+        Score the planes near the stack's ends too (their prediction assumes mirrored data).
     planes_per_slab : int
 
     Returns
     -------
     dict
-        ``psnr_db`` and ``correlation`` overall, ``per_plane`` lists of both (one entry per
-        acquired plane that lies on the restored grid), ``worst_planes`` (the five lowest
-        correlations, acquired plane indices), ``affine`` (the fit ``a * reacquired + b``).
+        ``psnr_db`` and ``correlation`` against the acquired planes, ``fresh_psnr_db`` (the
+        expected PSNR against a fresh acquisition), ``chi_square``, ``noise_variance``,
+        ``structural_mse`` (None without ``camera``/``lateral``), ``per_plane`` lists
+        (``plane``: acquired plane index, ``psnr_db``, ``correlation``, ``fresh_psnr_db``),
+        ``worst_planes`` (the five lowest correlations, acquired plane indices), ``affine``
+        (the fit ``a * reacquired + b``), ``planes`` scored and ``planes_at_ends`` left out.
     """
     kernel = np.asarray(kernel, np.float64)
     if kernel.ndim != 1 or len(kernel) % 2 == 0:
@@ -308,50 +372,88 @@ def reacquisition_scores(restored, acquired, kernel: np.ndarray, factor: int, pl
         )
     n_planes = min(acquired.shape[0], (nz_iso - 1) // factor + 1)
     half = len(kernel) // 2
-    # per-plane sums: n, sx, sy, sxx, sxy, syy (float64)
-    sums = np.zeros((n_planes, 6))
+    rows_all = np.arange(n_planes) * factor
+    inside = np.flatnonzero((rows_all - half >= 0) & (rows_all + half <= nz_iso - 1))
+    planes = inside if inside.size and not include_ends else np.arange(n_planes)
+    if lateral is not None:
+        lateral = np.asarray(lateral, np.float64)
+        lateral = lateral / lateral.sum()
+    # per-plane sums n, sx, sy, sxx, sxy, syy of (reacquired, acquired), raw and low-passed (float64)
+    sums, sums_lp = np.zeros((len(planes), 6)), np.zeros((len(planes), 6))
+    noise = np.full(len(planes), np.nan)
     lo_val, hi_val = np.inf, -np.inf
-    for k0 in range(0, n_planes, planes_per_slab):
-        k1 = min(n_planes, k0 + planes_per_slab)
-        z0, z1 = max(0, k0 * factor - half), min(nz_iso, (k1 - 1) * factor + half + 1)
+    for i0 in range(0, len(planes), planes_per_slab):
+        ks = planes[i0 : i0 + planes_per_slab]
+        i1 = i0 + len(ks)
+        z0, z1 = max(0, int(ks[0]) * factor - half), min(nz_iso, int(ks[-1]) * factor + half + 1)
         slab = np.asarray(restored[z0:z1], dtype=np.float32)
-        rows = np.arange(k0, k1) * factor
-        pred = _reacquire_rows(slab, z0, nz_iso, kernel, rows).astype(np.float64)
-        meas = np.asarray(acquired[k0:k1], dtype=np.float64)
+        pred = _reacquire_rows(slab, z0, nz_iso, kernel, ks * factor).astype(np.float64)
+        meas = np.asarray(acquired[int(ks[0]) : int(ks[-1]) + 1], dtype=np.float64)[ks - ks[0]]
         lo_val, hi_val = min(lo_val, meas.min()), max(hi_val, meas.max())
-        axes = (1, 2)
-        sums[k0:k1] = np.stack([
-            np.full(k1 - k0, pred[0].size, np.float64), pred.sum(axes), meas.sum(axes), (pred * pred).sum(axes),
-            (pred * meas).sum(axes), (meas * meas).sum(axes)], axis=1)
+        sums[i0:i1] = _moment_sums(pred, meas)
+        if lateral is not None:
+            sums_lp[i0:i1] = _moment_sums(np.stack([blur2d(p, lateral) for p in pred]),
+                                          np.stack([blur2d(m, lateral) for m in meas]))
+        if camera is not None:
+            # the model is linear in the mean, so the planes' mean reading gives the mean variance
+            # (per-pixel clipping at the black level would overstate the dark pixels' share)
+            level = np.clip(meas.mean(axis=(1, 2)) - camera.offset, 0, None)
+            noise[i0:i1] = camera.gain * level + camera.read_noise**2
     n, sx, sy, sxx, sxy, syy = sums.sum(axis=0)
     var_x, cov = sxx - sx * sx / n, sxy - sx * sy / n
     a = cov / var_x if var_x > 0 else 0.0
     b = (sy - a * sx) / n
     data_range = float(hi_val - lo_val) or 1.0
 
-    def psnr_of(row):
+    def mse_of(row):
         n, sx, sy, sxx, sxy, syy = row
         sse = syy - 2 * a * sxy - 2 * b * sy + a * a * sxx + 2 * a * b * sx + n * b * b
-        mse = max(sse / n, 1e-30)
-        return float(10 * np.log10(data_range**2 / mse))
+        return max(sse / n, 1e-30)
+
+    def psnr(mse):
+        return float(10 * np.log10(data_range**2 / max(mse, 1e-30)))
 
     def corr_of(row):
         n, sx, sy, sxx, sxy, syy = row
         vx, vy, c = sxx - sx * sx / n, syy - sy * sy / n, sxy - sx * sy / n
         return float(c / math.sqrt(vx * vy)) if vx > 0 and vy > 0 else None
 
-    per_psnr = [psnr_of(r) for r in sums]
+    passed = float((lateral**2).sum()) if lateral is not None else None  # white noise kept by the low-pass
+
+    def fresh(row, row_lp, nv):
+        if camera is None or lateral is None:
+            return None, None
+        structural = max(mse_of(row_lp) - passed * nv, 0.0)
+        return structural, psnr(nv + structural)
+
     per_corr = [corr_of(r) for r in sums]
-    order = sorted((c, k) for k, c in enumerate(per_corr) if c is not None)
+    per_fresh = [fresh(r, r_lp, nv)[1] for r, r_lp, nv in zip(sums, sums_lp, noise)]
+    order = sorted((c, int(k)) for k, c in zip(planes, per_corr) if c is not None)
+    mse = mse_of(sums.sum(axis=0))
+    noise_variance = float(noise.mean()) if camera is not None else None
+    structural, fresh_psnr = fresh(sums.sum(axis=0), sums_lp.sum(axis=0), noise_variance)
     return {
-        "psnr_db": psnr_of(sums.sum(axis=0)),
+        "psnr_db": psnr(mse),
+        "fresh_psnr_db": fresh_psnr,
+        "chi_square": None if noise_variance is None else float(mse / max(noise_variance, 1e-30)),
+        "noise_variance": noise_variance,
+        "structural_mse": structural,
         "correlation": corr_of(sums.sum(axis=0)),
-        "per_plane": {"psnr_db": per_psnr, "correlation": per_corr},
+        "per_plane": {"plane": [int(k) for k in planes], "psnr_db": [psnr(mse_of(r)) for r in sums],
+                      "correlation": per_corr, "fresh_psnr_db": per_fresh},
         "worst_planes": [k for _, k in order[:5]],
         "affine": {"scale": float(a), "offset": float(b)},
-        "planes": n_planes,
+        "planes": int(len(planes)),
+        "planes_at_ends": int(n_planes - len(planes)),
         "data_range": data_range,
     }
+
+
+def _moment_sums(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
+    """Per plane: n, sum x, sum y, sum x², sum xy, sum y² of predicted ``x`` and measured ``y``."""
+    axes = (1, 2)
+    return np.stack([np.full(len(pred), pred[0].size, np.float64), pred.sum(axes), meas.sum(axes),
+                     (pred * pred).sum(axes), (pred * meas).sum(axes), (meas * meas).sum(axes)], axis=1)
 
 
 def _reacquire_rows(slab: np.ndarray, z0: int, nz: int, kernel: np.ndarray, rows: np.ndarray) -> np.ndarray:
