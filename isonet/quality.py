@@ -18,6 +18,18 @@ Resolution (:func:`resolution_per_axis`)
     the axial one: 1 for an isotropic volume. Specimens with fine texture rather than edges
     have flatter spectra and read sharper than they are; the ratio is less affected.
 
+    The ``f^-4`` law holds only well above the inverse size of the objects; below it a
+    specimen's spectrum is flatter. A strong axial blur leaves signal only at such low
+    frequencies, and the fit there read sigma_z = 8 voxels as 6.6 (-17 %). So z is measured
+    relative to the lateral axes (:func:`fit_relative_blur`): over z's band the ratio of the z
+    spectrum to the mean lateral one is ``exp(-4 pi^2 (s_z^2 - s_xy^2) f^2)`` for a specimen
+    without a preferred direction (what the method assumes anyway), so its own spectrum
+    cancels, and ``s_z^2 = s_xy^2 + (s_z^2 - s_xy^2)``. This is done only where z's band ends
+    below half the lateral one's: a finite sample of a specimen is never quite isotropic, and
+    that error of the relative fit (about 0.7 voxel² on the validation phantom) matters for a
+    mild axial blur (sigma_z = 2 read -19 %), where the absolute fit has a wide band and
+    needs no help. The absolute fit of z is kept when a lateral axis has no estimate.
+
     The noise floor is the median spectrum between 0.375 and 0.5 cycles/voxel along x (never
     interpolated, so its noise is white), and at least 1e-8 of the spectrum's peak (a
     noise-free simulation has no floor; below that, round-off and voxel-sharp edges rule). Along a z axis upsampled from acquired planes
@@ -76,6 +88,7 @@ __all__ = [
     "sample_blocks",
     "axis_spectra",
     "fit_gaussian_blur",
+    "fit_relative_blur",
     "resolution_per_axis",
     "axial_forward_kernel",
     "lateral_kernel",
@@ -88,7 +101,8 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _NOISE_BAND = (0.375, 0.5)  # cycles per voxel
 _AXIS_WIDTH = 3  # bins on either side of a frequency axis averaged with it
 _DYNAMIC_RANGE = 1e-8  # lowest trusted power, relative to the spectrum's peak
-_SIGNAL_OVER_NOISE = 1.0  # band: spectrum - floor above this many floors (i.e. spectrum > 2 floors)
+_SIGNAL_OVER_NOISE = 1.0
+_LOW_BAND = 0.5  # z's band ending below this share of the lateral one's is measured relative to them  # band: spectrum - floor above this many floors (i.e. spectrum > 2 floors)
 
 
 def sample_blocks(shape, block: int = 128, n_blocks: int = 16, seed: int = 0) -> list[tuple[slice, slice, slice]]:
@@ -207,6 +221,51 @@ def fit_gaussian_blur(freq: np.ndarray, power: np.ndarray, noise: float, f_max: 
     return {"sigma_voxels": float(math.sqrt(max(sigma2, 0.0))), "band": [float(f[0]), float(f[-1])]}
 
 
+def fit_relative_blur(freq: np.ndarray, power: np.ndarray, noise: float, ref_freq: np.ndarray,
+                      ref_power: np.ndarray, ref_noise: float, band) -> float | None:
+    """Extra gaussian variance (voxels²) of one axis over a reference axis, from their spectra's ratio.
+
+    For a specimen that looks alike along both axes (no preferred direction), the ratio of the
+    two spectra above their noise is ``exp(-4 pi^2 (s^2 - s_ref^2) f^2)`` whatever the
+    specimen's own spectrum: a straight-line fit of its logarithm against ``f^2`` over ``band``
+    gives ``s^2 - s_ref^2``.
+
+    Parameters
+    ----------
+    freq, power, noise
+        The axis's spectrum and noise floor (:func:`axis_spectra`).
+    ref_freq, ref_power, ref_noise
+        The reference axis's, interpolated onto ``freq``.
+    band : (low, high)
+        Frequencies (cycles/voxel) fitted, e.g. the axis's band from :func:`fit_gaussian_blur`.
+
+    Returns
+    -------
+    float or None
+        ``s^2 - s_ref^2`` (may be negative), None when fewer than 3 frequencies of ``band``
+        rise above both noise floors.
+
+    Examples
+    --------
+    >>> f = np.fft.rfftfreq(128)
+    >>> specimen = 1.0 / (1e-3 + f**2)  # not a power law: it cancels
+    >>> a = specimen * np.exp(-4 * np.pi**2 * 5.0**2 * f**2)
+    >>> b = specimen * np.exp(-4 * np.pi**2 * 2.0**2 * f**2)
+    >>> round(fit_relative_blur(f, a, 0.0, f, b, 0.0, (0.01, 0.05)), 3)
+    21.0
+    """
+    freq = np.asarray(freq, np.float64)
+    ref = np.interp(freq, np.asarray(ref_freq, np.float64), np.asarray(ref_power, np.float64)) - ref_noise
+    signal = np.asarray(power, np.float64) - noise
+    ok = (freq >= band[0]) & (freq <= band[1]) & (signal > 0) & (ref > 0)
+    if ok.sum() < 3:
+        return None
+    f2 = freq[ok] ** 2
+    design = np.stack([np.ones_like(f2), f2], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.log(signal[ok] / ref[ok]), rcond=None)
+    return float(-coef[1] / (4 * np.pi**2))
+
+
 def resolution_per_axis(volume, voxel_size, upsampled_factor: int = 1, block: int = 128, n_blocks: int = 24,
                         seed: int = 0) -> dict:
     """Image-based resolution (FWHM, µm) along z, y and x, and the isotropy ratio.
@@ -254,16 +313,24 @@ def resolution_per_axis(volume, voxel_size, upsampled_factor: int = 1, block: in
     noise = float(np.median(px[noise_band])) if noise_band.any() else float(px[-1])
     # a noise-free volume (a simulation) has no flat floor: trust 80 dB of dynamic range at most
     noise = max(noise, _DYNAMIC_RANGE * max(float(p.max()) for _, p in spectra))
-    fwhm, sigma, band = {}, {}, {}
+    fwhm, sigma, band, noises = {}, {}, {}, {}
     for axis, name in enumerate("zyx"):
         f, p = spectra[axis]
         axis_noise, f_max = noise, 0.5
         if name == "z" and upsampled_factor > 1:
             axis_noise, f_max = noise * upsampled_factor, 0.5 / upsampled_factor
         fit = fit_gaussian_blur(f, p, axis_noise, f_max)
-        s = fit["sigma_voxels"]
-        sigma[name] = s
-        band[name] = fit["band"]
+        sigma[name], band[name], noises[name] = fit["sigma_voxels"], fit["band"], axis_noise
+    if sigma["z"] is not None and sigma["y"] is not None and sigma["x"] is not None and \
+            band["z"][1] < _LOW_BAND * 0.5 * (band["y"][1] + band["x"][1]):
+        # z's signal lives at low frequencies only: measure it relative to the lateral axes (module docstring)
+        lateral_power = 0.5 * (np.interp(spectra[2][0], *spectra[1]) + spectra[2][1])
+        extra = fit_relative_blur(*spectra[0], noises["z"], spectra[2][0], lateral_power, noise, band["z"])
+        if extra is not None:
+            lateral = 0.5 * (sigma["y"] ** 2 + sigma["x"] ** 2)
+            sigma["z"] = math.sqrt(max(lateral + extra, 0.0))
+    for axis, name in enumerate("zyx"):
+        s = sigma[name]
         fwhm[name] = None if s is None else FWHM_PER_SIGMA * s * float(voxel_size[axis])
     ratio = None
     if fwhm["z"] and fwhm["y"] is not None and fwhm["x"] is not None:
