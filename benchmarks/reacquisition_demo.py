@@ -16,9 +16,19 @@ Reads (never writes) a results folder and the synthetic ground truth, and scores
   demo's factor through the library (``isonet predict`` refuses a factor mismatch), e.g. a model
   trained for another axial factor, and the same budget's model for the right one as a control.
 
+The models of docs/evidence were trained on the demo's input with the workflow's CLI, one per factor::
+
+    isonet patches results/demo/input.ome.zarr results/demo/psf/psf.npz patches_s2.npz --subsample 2 \
+        --n-patches 1500 --patch-size 64 --camera auto --seed 0
+    isonet train patches_s2.npz results/demo/psf/psf.json isonet1_s2.safetensors curve_s2.tsv --model isonet1 \
+        --minutes 6 --batch-size 16 --learning-rate 0.005 --warmup-steps 100 --threads 2 --seed 0
+
+(and the same with ``--subsample 4`` as the equal-budget control), then::
+
     python benchmarks/reacquisition_demo.py --results /work/main/results/demo \
         --synthetic /work/main/resources/synthetic/demo --out docs/evidence/reacquisition-demo.json \
-        --model wrong_factor_2=/tmp/model_s2.safetensors --model brief_factor_4=/tmp/model_s4.safetensors
+        --model isonet1_trained_for_factor_2=isonet1_s2.safetensors \
+        --model isonet1_trained_for_factor_4=isonet1_s4.safetensors
 """
 
 from __future__ import annotations

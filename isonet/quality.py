@@ -68,7 +68,7 @@ Re-acquisition (:func:`reacquisition_scores`)
     cancel, and the variance estimate itself is uncertain by a few percent, as large as the
     differences between good restorations), and comparing planes midway between acquired ones
     with the acquisition's interpolation (for a strong axial blur that interpolation is nearly
-    exact, but it carries the neighbours' noise, which the restoration copies too). Fine
+    exact, but it carries the neighbours' noise, which a restoration can copy as well). Fine
     lateral detail beyond the PSF's band is not judged: the check catches structure that is
     misplaced, lost or invented at the scale of the acquisition. Per-plane scores show where.
 """
