@@ -7,7 +7,8 @@ one dataset:
   read lazily) and of the restoration, and their isotropy ratios
   (:func:`isonet.quality.resolution_per_axis`, a bounded sample of blocks);
 * the re-acquisition check of the restoration and, as references, of the cubic-upsampled input
-  and of iso-GT when given (:func:`isonet.quality.reacquisition_scores`, slab by slab);
+  and of iso-GT when given (:func:`isonet.quality.reacquisition_scores`, slab by slab), judged
+  against the camera noise estimated from 16 acquired planes (:func:`isonet.camera.estimate_camera`);
 * a summary of the per-voxel disagreement written by ``isonet predict --uncertainty``.
 """
 
