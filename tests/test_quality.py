@@ -11,6 +11,8 @@ from isonet.quality import (
     FWHM_PER_SIGMA,
     CubicUpsampledView,
     axial_forward_kernel,
+    fit_gaussian_blur,
+    fit_relative_blur,
     lateral_kernel,
     reacquisition_scores,
     resolution_per_axis,
@@ -55,6 +57,17 @@ def test_resolution_of_a_strong_axial_blur_is_measured_against_the_lateral_axes(
     acquired = _camera(ndimage.gaussian_filter(phantom, (8.0, 2.0, 2.0))[::4], rng)
     est = resolution_per_axis(CubicUpsampledView(acquired, 4), (1.0, 1.0, 1.0), upsampled_factor=4, block=96)
     assert est["sigma_voxels"]["z"] == pytest.approx(8.0, rel=0.15)
+
+
+def test_relative_blur_cancels_a_specimen_spectrum_that_the_absolute_fit_misreads():
+    f = np.fft.rfftfreq(128)
+    specimen = 1.0 / (0.04**2 + f**2) ** 2  # flattens below f = 0.04, like objects 12 voxels across
+    z = specimen * np.exp(-4 * np.pi**2 * 8.0**2 * f**2) + 1e-3
+    x = specimen * np.exp(-4 * np.pi**2 * 2.0**2 * f**2) + 1e-3
+    absolute = fit_gaussian_blur(f, z, 1e-3)
+    assert absolute["sigma_voxels"] < 7.3  # the f^-4 model reads the flat low band as less blur
+    extra = fit_relative_blur(f, z, 1e-3, f, x, 1e-3, absolute["band"])
+    assert np.sqrt(2.0**2 + extra) == pytest.approx(8.0, rel=0.01)
 
 
 def test_resolution_reads_only_the_sampled_blocks():
