@@ -21,7 +21,7 @@ The models of docs/evidence were trained on the demo's input with the workflow's
     isonet patches results/demo/input.ome.zarr results/demo/psf/psf.npz patches_s2.npz --subsample 2 \
         --n-patches 1500 --patch-size 64 --camera auto --seed 0
     isonet train patches_s2.npz results/demo/psf/psf.json isonet1_s2.safetensors curve_s2.tsv --model isonet1 \
-        --minutes 6 --batch-size 16 --learning-rate 0.005 --warmup-steps 100 --threads 2 --seed 0
+        --minutes 3 --batch-size 16 --learning-rate 0.005 --warmup-steps 100 --threads 2 --seed 0
 
 (and the same with ``--subsample 4`` as the equal-budget control), then::
 
