@@ -339,7 +339,7 @@ def quality_html(quality: Mapping[str, Any], title: str | None = None) -> str:
     ----------
     quality : mapping
         ``{"resolution": {volume: {"fwhm_um": {z, y, x}, "isotropy_ratio"}}, "reacquisition":
-        {volume: {"psnr_db", "correlation", "worst_planes"}}, "uncertainty": {...},
+        {volume: {"fresh_psnr_db", "psnr_db", "chi_square", "correlation", "worst_planes"}}, "uncertainty": {...},
         "how_to_read": {section: sentence}}``; missing parts are left out.
     title : str, optional
         Page heading.
@@ -385,11 +385,13 @@ def quality_html(quality: Mapping[str, Any], title: str | None = None) -> str:
         explain("isotropy_ratio")
     checks = quality.get("reacquisition") or {}
     if checks:
-        parts.append("<h3>Re-acquisition check</h3><table><tr><th>volume</th><th>PSNR (dB)</th><th>correlation</th>"
+        parts.append("<h3>Re-acquisition check</h3><table><tr><th>volume</th><th>fresh PSNR (dB)</th>"
+                     "<th>measured PSNR (dB)</th><th>chi-square</th><th>correlation</th>"
                      "<th>worst acquired planes</th></tr>")
         for name, row in checks.items():
             worst = ", ".join(str(k) for k in row.get("worst_planes", []))
-            parts.append(f"<tr><th>{html.escape(str(name))}</th><td>{_cell(row.get('psnr_db'))}</td>"
+            parts.append(f"<tr><th>{html.escape(str(name))}</th><td>{_cell(row.get('fresh_psnr_db'))}</td>"
+                         f"<td>{_cell(row.get('psnr_db'))}</td><td>{_cell(row.get('chi_square'))}</td>"
                          f"<td>{_cell(row.get('correlation'))}</td><td>{html.escape(worst)}</td></tr>")
         parts.append("</table>")
         explain("reacquisition")

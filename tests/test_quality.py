@@ -11,6 +11,9 @@ from isonet.quality import (
     FWHM_PER_SIGMA,
     CubicUpsampledView,
     axial_forward_kernel,
+    fit_gaussian_blur,
+    fit_relative_blur,
+    lateral_kernel,
     reacquisition_scores,
     resolution_per_axis,
 )
@@ -46,6 +49,25 @@ def test_resolution_of_an_upsampled_acquisition_sees_the_axial_blur(phantom):
     assert est["fwhm_um"]["z"] == pytest.approx(FWHM_PER_SIGMA * 4.0, rel=0.2)
     assert est["fwhm_um"]["x"] == pytest.approx(FWHM_PER_SIGMA * 1.5, rel=0.2)
     assert est["isotropy_ratio"] < 0.5
+
+
+def test_resolution_of_a_strong_axial_blur_is_measured_against_the_lateral_axes(phantom):
+    # signal survives along z only below the nuclei's inverse size, where the specimen's spectrum is not f^-4
+    rng = np.random.default_rng(2)
+    acquired = _camera(ndimage.gaussian_filter(phantom, (8.0, 2.0, 2.0))[::4], rng)
+    est = resolution_per_axis(CubicUpsampledView(acquired, 4), (1.0, 1.0, 1.0), upsampled_factor=4, block=96)
+    assert est["sigma_voxels"]["z"] == pytest.approx(8.0, rel=0.15)
+
+
+def test_relative_blur_cancels_a_specimen_spectrum_that_the_absolute_fit_misreads():
+    f = np.fft.rfftfreq(128)
+    specimen = 1.0 / (0.04**2 + f**2) ** 2  # flattens below f = 0.04, like objects 12 voxels across
+    z = specimen * np.exp(-4 * np.pi**2 * 8.0**2 * f**2) + 1e-3
+    x = specimen * np.exp(-4 * np.pi**2 * 2.0**2 * f**2) + 1e-3
+    absolute = fit_gaussian_blur(f, z, 1e-3)
+    assert absolute["sigma_voxels"] < 7.3  # the f^-4 model reads the flat low band as less blur
+    extra = fit_relative_blur(f, z, 1e-3, f, x, 1e-3, absolute["band"])
+    assert np.sqrt(2.0**2 + extra) == pytest.approx(8.0, rel=0.01)
 
 
 def test_resolution_reads_only_the_sampled_blocks():
@@ -88,9 +110,63 @@ def test_reacquisition_scores_a_faithful_restoration_above_an_inventive_one(phan
     invented = truth.copy()
     invented[44:52, 30:60, 30:60] += 0.8  # a bright slab no acquired plane saw
     bad = reacquisition_scores(invented, acquired, kernel, factor, planes_per_slab=5)
-    assert good["correlation"] > 0.98 and len(good["per_plane"]["psnr_db"]) == acquired.shape[0]
+    assert good["correlation"] > 0.98 and len(good["per_plane"]["psnr_db"]) == good["planes"]
+    assert good["planes"] + good["planes_at_ends"] == acquired.shape[0] and good["per_plane"]["plane"][0] > 0
     assert good["psnr_db"] - bad["psnr_db"] > 3
     assert set(bad["worst_planes"][:2]) <= {14, 15, 16, 17}  # planes 15-16 sit on isotropic 45 and 48
+
+
+@pytest.fixture(scope="module")
+def acquisition(phantom):
+    """A noisy acquisition (sigma_xy 1.5, sigma_z 4, factor 3), its camera, and the truth on the isotropic grid."""
+    from isonet.camera import Camera
+
+    psf, factor = gaussian_psf(1.5, 4.0), 3
+    acquired = _camera(blur(phantom, psf)[::factor], np.random.default_rng(5), photons=200)
+    truth = blur(phantom, gaussian_psf(1.5, 1.5))[: (acquired.shape[0] - 1) * factor + 1]
+    return acquired, truth, psf, factor, Camera(1.0, 100.0, 2.0)
+
+
+def _scores(volume, acquisition, **kw):
+    acquired, _, psf, factor, camera = acquisition
+    return reacquisition_scores(volume, acquired, axial_forward_kernel(psf), factor, camera=camera,
+                                lateral=lateral_kernel(psf), **kw)
+
+
+def test_reacquisition_of_the_truth_is_consistent_with_the_camera_noise(acquisition):
+    truth = acquisition[1]
+    s = _scores(truth, acquisition)
+    assert s["chi_square"] == pytest.approx(1.0, abs=0.05)
+    assert s["structural_mse"] < 0.02 * s["noise_variance"]
+    assert s["fresh_psnr_db"] == pytest.approx(s["psnr_db"], abs=0.15)
+
+
+def test_copying_the_acquired_noise_does_not_beat_the_truth(acquisition):
+    acquired, truth, _, factor, _ = acquisition
+    good = _scores(truth, acquisition)
+    a, b = good["affine"]["scale"], good["affine"]["offset"]
+    copied = truth.copy()
+    copied[::factor] = (acquired - b) / a  # the noisy acquired planes, in the truth's units
+    cheat = _scores(copied, acquisition)
+    assert cheat["psnr_db"] > good["psnr_db"] + 0.3  # against the measured planes copying pays ...
+    assert cheat["chi_square"] < 0.95
+    assert cheat["fresh_psnr_db"] < good["fresh_psnr_db"]  # ... against a fresh acquisition it does not
+
+
+def test_a_misplaced_or_blurred_restoration_scores_clearly_worse(acquisition):
+    truth = acquisition[1]
+    good = _scores(truth, acquisition)
+    shifted = _scores(np.roll(truth, 2, axis=0), acquisition)
+    blurred = _scores(ndimage.gaussian_filter1d(truth, 3.0, axis=0), acquisition)
+    assert good["fresh_psnr_db"] - shifted["fresh_psnr_db"] > 1.0
+    assert good["fresh_psnr_db"] - blurred["fresh_psnr_db"] > 1.0
+    assert shifted["chi_square"] > 1.3 and blurred["chi_square"] > 1.3
+
+
+def test_lateral_kernel_passes_the_white_noise_share_of_a_gaussian():
+    k = lateral_kernel(gaussian_psf(2.0, 6.0))
+    assert k.sum() == pytest.approx(1.0)
+    assert (k**2).sum() == pytest.approx(1 / (4 * np.pi * 2.0**2), rel=0.02)
 
 
 def test_reacquisition_is_independent_of_the_slab_size(phantom):
@@ -160,7 +236,10 @@ def test_predict_uncertainty_store_and_assess_stage(tmp_path):
     assert quality["factor"] == 4
     assert set(quality["resolution"]) == {"input", "restored"}
     assert set(quality["reacquisition"]) == {"restored", "cubic"}
-    assert len(quality["reacquisition"]["restored"]["per_plane"]["psnr_db"]) == 9
+    restored_check = quality["reacquisition"]["restored"]
+    assert restored_check["planes"] + restored_check["planes_at_ends"] == 9
+    assert len(restored_check["per_plane"]["psnr_db"]) == restored_check["planes"] == 3  # 3 planes clear the ends
+    assert quality["camera"]["source"] == "estimated" and restored_check["chi_square"] > 0
     assert quality["uncertainty"]["p99"] >= quality["uncertainty"]["p50"] >= 0
     assert set(quality["how_to_read"]) == {"resolution", "isotropy_ratio", "reacquisition", "uncertainty"}
     page = (tmp_path / "quality.html").read_text()
