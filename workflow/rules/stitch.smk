@@ -1,4 +1,6 @@
 rule stitch:
+    wildcard_constraints:
+        sample=volume_samples(),  # series samples: rule assemble (timelapse.smk)
     input:
         f"{RESULTS}/{{sample}}/predict/predicted.ome.zarr",
     output:
