@@ -77,7 +77,9 @@ def load_samples(config):
 def load_series(samples):
     """{sample: isonet.samples.Series} of the time-lapse / multi-channel samples (file headers only)."""
     try:
-        series = {name: sample_sheet.series_layout(row) for name, row in samples.items()}
+        series = {
+            name: sample_sheet.series_layout(row) for name, row in samples.items()
+        }
     except InputError as err:
         raise WorkflowError(str(err)) from None
     return {name: layout for name, layout in series.items() if layout is not None}
@@ -253,7 +255,10 @@ def series_prediction(sample, t, c):
 
 
 def series_predictions(wildcards):
-    return [series_prediction(wildcards.sample, t, c) for t, c in series_parts(wildcards.sample)]
+    return [
+        series_prediction(wildcards.sample, t, c)
+        for t, c in series_parts(wildcards.sample)
+    ]
 
 
 def series_part_args(wildcards, input):
@@ -277,7 +282,11 @@ def series_psf_args(wildcards, input):
     if psf["kind"] != "auto":
         return f"--kind {psf['kind']} --params {quoted_json(params)}"
     # psf.params are auto's settings only where given for this kind (not the config's other kind)
-    given = psf["params"] if config["psf"]["kind"] == "auto" or params is not config["psf"]["params"] else {}
+    given = (
+        psf["params"]
+        if config["psf"]["kind"] == "auto" or params is not config["psf"]["params"]
+        else {}
+    )
     settings = sample_sheet.psf_auto_settings(SAMPLES[sample], channel, given)
     return (
         f"--kind auto --from {shlex.quote(input.zarr)} --channel {channel}"
@@ -291,7 +300,10 @@ def segmented_channels(sample):
     wanted = sample_settings(sample, "segment").get("channels") or []
     try:
         return sorted(
-            {layout.channel_index(c, f"segment.channels of sample {sample}") for c in wanted}
+            {
+                layout.channel_index(c, f"segment.channels of sample {sample}")
+                for c in wanted
+            }
         )
     except InputError as err:
         raise WorkflowError(str(err)) from None

@@ -13,8 +13,6 @@ wildcard_constraints:
 
 
 rule psf_channel:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         bead=psf_file_input,
@@ -25,6 +23,8 @@ rule psf_channel:
         "logs/{sample}/c{c}/psf.log",
     benchmark:
         "logs/benchmarks/{sample}/c{c}/psf.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("psf")
@@ -41,8 +41,6 @@ rule psf_channel:
 
 
 rule patches_channel:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         psf=f"{RESULTS}/{{sample}}/c{{c}}/psf/psf.npz",
@@ -52,6 +50,8 @@ rule patches_channel:
         "logs/{sample}/c{c}/patches.log",
     benchmark:
         "logs/benchmarks/{sample}/c{c}/patches.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("patches")
@@ -78,8 +78,6 @@ rule patches_channel:
 
 
 rule train_channel:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         patches=f"{RESULTS}/{{sample}}/c{{c}}/train/patches.npz",
         psf=f"{RESULTS}/{{sample}}/c{{c}}/psf/psf.json",
@@ -90,6 +88,8 @@ rule train_channel:
         "logs/{sample}/c{c}/train.log",
     benchmark:
         "logs/benchmarks/{sample}/c{c}/train.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("train")
@@ -114,8 +114,6 @@ rule train_channel:
 
 
 rule predict_timepoint:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         model=series_model_input,
@@ -125,6 +123,8 @@ rule predict_timepoint:
         "logs/{sample}/predict/t{t}_c{c}.log",
     benchmark:
         "logs/benchmarks/{sample}/predict/t{t}_c{c}.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("predict")
@@ -151,8 +151,6 @@ rule predict_timepoint:
 
 
 rule assemble:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         parts=series_predictions,
@@ -162,6 +160,8 @@ rule assemble:
         "logs/{sample}/assemble.log",
     benchmark:
         "logs/benchmarks/{sample}/assemble.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("stitch")
@@ -178,8 +178,6 @@ rule assemble:
 
 # Labels of one restored (t, c) volume, as an OME-Zarr of their own beside it (segment.channels).
 rule segment_timepoint:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         f"{RESULTS}/{{sample}}/predict/t{{t}}_c{{c}}.ome.zarr",
     output:
@@ -189,6 +187,8 @@ rule segment_timepoint:
         "logs/{sample}/segment/t{t}_c{c}.log",
     benchmark:
         "logs/benchmarks/{sample}/segment/t{t}_c{c}.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("segment")
@@ -204,8 +204,6 @@ rule segment_timepoint:
 
 # The report's orthogonal views of one channel, at the middle time point.
 rule orthoviews_channel:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
         restored=f"{RESULTS}/{{sample}}/restored.ome.zarr",
@@ -225,6 +223,8 @@ rule orthoviews_channel:
         "logs/{sample}/c{c}/orthoviews.log",
     benchmark:
         "logs/benchmarks/{sample}/c{c}/orthoviews.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("report")
@@ -244,8 +244,6 @@ rule orthoviews_channel:
 
 
 rule training_curve_channel:
-    wildcard_constraints:
-        sample=series_samples(),
     input:
         f"{RESULTS}/{{sample}}/c{{c}}/train/training.tsv",
     output:
@@ -254,12 +252,18 @@ rule training_curve_channel:
             caption="../report/training_curve.rst",
             category="{sample}",
             subcategory="Training",
-            labels={"sample": "{sample}", "channel": "{c}", "figure": "training curve"},
+            labels={
+                "sample": "{sample}",
+                "channel": "{c}",
+                "figure": "training curve",
+            },
         ),
     log:
         "logs/{sample}/c{c}/training_curve.log",
     benchmark:
         "logs/benchmarks/{sample}/c{c}/training_curve.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("report")
