@@ -180,3 +180,26 @@ def test_unknown_segment_channel_is_one_line_error(series_run, tmp_path):
     assert result.returncode != 0
     assert "segment.channels of sample run: no channel 'DAPI'; the sample has 2 (GFP, mCherry)" in result.stderr
     assert yaml.safe_load((tmp_path / "overlay.yaml").read_text())["segment"]["channels"] == ["DAPI"]
+
+
+def test_series_layout_reads_the_header_with_the_sheets_selection(tmp_path):
+    from isonet.errors import InputError
+    from isonet.samples import Sample, series_layout
+
+    stack = np.zeros((N_T, N_C, 4, 8, 8), np.uint16)
+    path = tmp_path / "run.ome.tif"
+    tifffile.imwrite(path, stack, description=ome_xml(stack.shape), metadata=None, photometric="minisblack")
+    layout = series_layout(Sample(name="run", input=str(path)))
+    assert (layout.n_times, layout.channel_names, layout.voxel_size) == (N_T, ("GFP", "mCherry"), VOXEL)
+    chosen = series_layout(Sample(name="run", input=str(path), channels=("mCherry",), timepoints=(0, 2)))
+    assert (chosen.n_times, chosen.channel_names) == (2, ("mCherry",))
+    assert chosen.channel_index("mCherry", "segment.channels") == 0
+    with pytest.raises(InputError, match=r"sample run: channels 'DAPI' is not in the input, which has 2 "
+                                         r"\(GFP, mCherry\); fix the channels column"):
+        series_layout(Sample(name="run", input=str(path), channels=("DAPI",)))
+    with pytest.raises(InputError, match="timepoints 3 is not in the input, which has 3; fix the timepoints column"):
+        series_layout(Sample(name="run", input=str(path), timepoints=(3,)))
+    plain = tmp_path / "stack.tif"
+    tifffile.imwrite(plain, stack[0, 0], photometric="minisblack")
+    assert series_layout(Sample(name="stack", input=str(plain))) is None  # a z-stack keeps the 3D rules
+    assert series_layout(Sample(name="demo", input="synthetic")) is None
