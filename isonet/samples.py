@@ -441,9 +441,14 @@ def series_layout(row: Sample) -> Series | None:
     from isonet.storage import open_hyperstack
 
     where = f"sample {row.name}"
-    stack = open_hyperstack(row.input, axes=row.axes)
+    declared = row.axes is not None or row.channels is not None or row.timepoints is not None
     try:
-        declared = row.axes is not None or row.channels is not None or row.timepoints is not None
+        stack = open_hyperstack(row.input, axes=row.axes)
+    except InputError:
+        if declared:
+            raise
+        return None  # a file read as a z-stack (e.g. a TIFF whose metadata do not name z): the 3D path checks it
+    try:
         if not declared and not (stack.axes and (stack.n_times > 1 or stack.n_channels > 1)):
             return None
         names = list(stack.acquisition.channel_names(stack.n_channels))
