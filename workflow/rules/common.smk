@@ -311,7 +311,9 @@ def segmented_channels(sample):
 
 def series_outputs(sample):
     layout = SERIES[sample]
-    out = [f"{RESULTS}/{sample}/restored.ome.zarr"]
+    # the (t, c) predictions are targets too: one deleted or lost is redone (then assemble)
+    parts = [series_prediction(sample, t, c) for t, c in series_parts(sample)]
+    out = [*parts, f"{RESULTS}/{sample}/restored.ome.zarr"]
     if sample_settings(sample, "stitch")["export_tiff"]:
         out.append(f"{RESULTS}/{sample}/restored.tif")
     for c in range(layout.n_channels):
