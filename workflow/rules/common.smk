@@ -274,9 +274,17 @@ def series_model_input(wildcards):
     return f"{RESULTS}/{source}/train/model.safetensors"
 
 
-def series_psf_args(wildcards, input):
-    """--kind/--params (and --from/--channel for kind auto) of one channel's PSF."""
-    sample, channel = wildcards.sample, int(wildcards.c)
+def psf_source_input(wildcards):
+    """The converted input, which kind auto reads the optics from (3D samples: only for auto)."""
+    sample = wildcards.sample
+    if sample in SERIES or sample_settings(sample, "psf")["kind"] == "auto":
+        return {"zarr": f"{RESULTS}/{sample}/input.ome.zarr"}
+    return {}
+
+
+def psf_kind_args(wildcards, input):
+    """--kind/--params (and --from/--channel for kind auto) of a sample's PSF, or one channel's."""
+    sample, channel = wildcards.sample, int(wildcards.get("c", 0))
     psf = sample_settings(sample, "psf")
     params = psf["params"]
     if psf["kind"] != "auto":

@@ -14,7 +14,7 @@ wildcard_constraints:
 
 rule psf_channel:
     input:
-        zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
+        unpack(psf_source_input),
         bead=psf_file_input,
     output:
         npz=f"{RESULTS}/{{sample}}/c{{c}}/psf/psf.npz",
@@ -33,7 +33,7 @@ rule psf_channel:
         runtime=rule_runtime("psf"),
     params:
         c=settings("psf"),
-        psf=series_psf_args,
+        psf=psf_kind_args,
         measured=psf_file_arg,
     shell:
         "isonet psf --out-npz {output.npz:q} --out-json {output.json:q} {params.psf}"
