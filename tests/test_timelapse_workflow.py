@@ -66,8 +66,9 @@ def simulated_series():
 OVERLAY = {
     "convert": {"chunks": [12, 48, 48]},
     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "full", "file": ""},
-    "patches": {"n_patches": 256, "patch_size": 32},
-    "train": {"steps": 80, "batch_size": 16, "warmup_steps": 10},
+    # 80 steps on 256 patches left one channel's network at the identity (restored == cubic)
+    "patches": {"n_patches": 384, "patch_size": 32},
+    "train": {"steps": 150, "batch_size": 16, "warmup_steps": 10},
     "predict": {"chunks": [48, 48, 48], "block": [48, 48, 48]},
     "stitch": {"pyramid_levels": 2, "export_tiff": True},
     "segment": {"min_distance": 5, "min_size": 16, "channels": ["GFP"]},
@@ -138,7 +139,7 @@ def test_each_restored_channel_is_closer_to_its_ground_truth_than_cubic(series_r
             n = min(r.shape[0], cubic.shape[0])
             gains.append(psnr_affine(r[:n], truth[t, c][:n]) - psnr_affine(cubic[:n], truth[t, c][:n]))
         print(name, "restored - cubic PSNR (dB) per time point:", np.round(gains, 2))
-        assert np.mean(gains) > 0, (name, gains)
+        assert min(gains) > 0.5, (name, gains)  # 2.5 to 4 dB seen; an untrained (identity) network gives 0
 
 
 def test_rerun_after_deleting_one_prediction_redoes_only_it_and_assemble(series_run):
