@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", default=None, help="ground truth on the isotropic grid (TIFF or OME-Zarr)")
     s.add_argument("--title", default=None)
     s.add_argument("--max-plane-size", type=_positive_int, default=1024, help="largest plane side drawn (pyramid level)")
+    s.add_argument("--time", type=_count, default=None, help="time-lapse input and restoration: the time point drawn")
+    s.add_argument("--channel", type=_count, default=None, help="multi-channel input and restoration: the channel drawn")
 
     s = sub.add_parser("training-curve", help="report figure: training.tsv as a PNG")
     s.add_argument("curve_tsv")
@@ -495,7 +497,8 @@ def run(args: argparse.Namespace):
     if c == "orthoviews":
         from isonet.stages.report import orthoviews_stage
 
-        return orthoviews_stage(args.out_png, args.input, args.restored, args.gt, args.title, args.max_plane_size)
+        return orthoviews_stage(args.out_png, args.input, args.restored, args.gt, args.title, args.max_plane_size,
+                                t=args.time, c=args.channel)
     if c == "training-curve":
         from isonet.stages.report import training_curve_stage
 

@@ -31,8 +31,10 @@ WAVELENGTH_COLUMNS = ("excitation_nm", "emission_nm")
 SAMPLE_COLUMNS = (
     "sample", "input", *VOXEL_COLUMNS, "subsample", "psf_kind", "psf_params", "psf_mode", "psf_file",
     "model", "model_from", *GT_COLUMNS, "channels", "timepoints", "train_timepoints", "microscope", "na",
-    "immersion_ri", *WAVELENGTH_COLUMNS, "pinhole_au",
+    "immersion_ri", *WAVELENGTH_COLUMNS, "pinhole_au", "na_illumination", "axes",
 )
+# Columns that supply `psf.kind: auto` the optics the file's metadata lack (or override them).
+OPTICS_COLUMNS = ("microscope", "na", "immersion_ri", *WAVELENGTH_COLUMNS, "pinhole_au", "na_illumination")
 # Sample-sheet columns that set one key of a config section for their sample.
 SHEET_SETTINGS = {
     "psf_kind": ("psf", "kind"),
@@ -42,7 +44,7 @@ SHEET_SETTINGS = {
     "model": ("train", "model"),
 }
 DEFAULT_TRAIN_TIMEPOINTS = 5
-_NUMBER_COLUMNS = ("na", "immersion_ri", "pinhole_au")
+_NUMBER_COLUMNS = ("na", "immersion_ri", "pinhole_au", "na_illumination")
 _INTEGER_COLUMNS = ("train_timepoints",)
 
 
@@ -84,6 +86,8 @@ class Sample:
     excitation_nm: tuple[float, ...] | None = None
     emission_nm: tuple[float, ...] | None = None
     pinhole_au: float | None = None
+    na_illumination: float | None = None
+    axes: str | None = None
     columns: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -251,7 +255,8 @@ def _record(columns: dict) -> Sample:
         train_timepoints=columns.get("train_timepoints", DEFAULT_TRAIN_TIMEPOINTS),
         microscope=given("microscope"), na=given("na"), immersion_ri=given("immersion_ri"),
         excitation_nm=given("excitation_nm", tuple), emission_nm=given("emission_nm", tuple),
-        pinhole_au=given("pinhole_au"), columns=dict(columns),
+        pinhole_au=given("pinhole_au"), na_illumination=given("na_illumination"),
+        axes=given("axes", str.upper), columns=dict(columns),
     )
 
 
@@ -374,6 +379,109 @@ def sample_settings(samples: Mapping[str, Sample], config: Mapping, sample: str,
 
 
 # ------------------------------------------------------------------------------------------
+# Time-lapse and multi-channel samples
+
+
+@dataclass(frozen=True)
+class Series:
+    """The (time point, channel) volumes of a time-lapse or multi-channel sample, as converted.
+
+    Indices count in the converted input (``results/<sample>/input.ome.zarr``), i.e. after the
+    sample sheet's ``timepoints`` / ``channels`` selection: time point 0 is the first one kept.
+    """
+
+    n_times: int
+    channel_names: tuple[str, ...]
+    voxel_size: tuple[float, float, float] | None
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+    def channel_index(self, channel: int | str, where: str) -> int:
+        """Index of a channel given by index or name; InputError naming ``where`` when there is none."""
+        if isinstance(channel, int) and 0 <= channel < self.n_channels:
+            return channel
+        if channel in self.channel_names:
+            return self.channel_names.index(channel)
+        raise InputError(
+            f"{where}: no channel {channel!r}; the sample has {self.n_channels} "
+            f"({', '.join(self.channel_names)}): give indices from 0 or these names"
+        )
+
+
+def _kept(selection: tuple | None, n: int, names: list[str], column: str, where: str) -> list[int]:
+    if selection is None:
+        return list(range(n))
+    kept = []
+    for item in selection:
+        index = names.index(item) if isinstance(item, str) and item in names else item
+        if not isinstance(index, int) or not 0 <= index < n:
+            listed = f" ({', '.join(names)})" if names else ""
+            raise InputError(f"{where}: {column} {item!r} is not in the input, which has {n}{listed}; fix the {column} column")
+        kept.append(index)
+    return kept
+
+
+def series_layout(row: Sample) -> Series | None:
+    """The converted (t, c) layout of a time-lapse or multi-channel sample, None for a 3D z-stack.
+
+    Reads the input file's header only (:func:`isonet.storage.open_hyperstack`). A sample is a
+    series exactly when ``isonet convert`` keeps t or c axes for it: the file has more than one
+    time point or channel, or the sheet gives ``axes``, ``channels`` or ``timepoints``.
+
+    Raises
+    ------
+    InputError
+        The file cannot be opened, its axes cannot be told (fix: the ``axes`` column), or the
+        ``channels`` / ``timepoints`` selection names what the file lacks.
+    """
+    if row.synthetic:
+        return None
+    from isonet.storage import open_hyperstack
+
+    where = f"sample {row.name}"
+    declared = row.axes is not None or row.channels is not None or row.timepoints is not None
+    try:
+        stack = open_hyperstack(row.input, axes=row.axes)
+    except InputError:
+        if declared:
+            raise
+        return None  # a file read as a z-stack (e.g. a TIFF whose metadata do not name z): the 3D path checks it
+    try:
+        if not declared and not (stack.axes and (stack.n_times > 1 or stack.n_channels > 1)):
+            return None
+        names = list(stack.acquisition.channel_names(stack.n_channels))
+        times = _kept(row.timepoints, stack.n_times, [], "timepoints", where)
+        channels = _kept(row.channels, stack.n_channels, names, "channels", where)
+        return Series(len(times), tuple(names[c] for c in channels), stack.voxel_size)
+    finally:
+        stack.close()
+
+
+def psf_auto_settings(row: Sample, channel: int, params: Mapping | None = None) -> dict:
+    """Settings for ``isonet psf --kind auto --params`` of one channel: ``params`` (psf.params
+    given for this sample), then the sheet's optics columns; a per-channel wavelength list gives
+    the channel's own.
+
+    Examples
+    --------
+    >>> row = Sample(name="a", input="run.ome.tif", na=1.1, emission_nm=(510.0, 610.0))
+    >>> psf_auto_settings(row, 1)
+    {'na': 1.1, 'emission_nm': 610.0}
+    """
+    settings = dict(params or {})
+    for column in OPTICS_COLUMNS:
+        value = getattr(row, column)
+        if value is None:
+            continue
+        if column in WAVELENGTH_COLUMNS:
+            value = value[channel] if len(value) > 1 else value[0]
+        settings[column] = value
+    return settings
+
+
+# ------------------------------------------------------------------------------------------
 # Cross-checks
 
 
@@ -429,7 +537,8 @@ def sample_problems(samples: Mapping[str, Sample], config: Mapping) -> list[str]
         voxel_size = row.voxel_size
         if voxel_size is None and not row.synthetic and os.path.exists(row.input):
             try:
-                voxel_size = file_voxel_size(row.input)
+                series = series_layout(row)
+                voxel_size = series.voxel_size if series else file_voxel_size(row.input)
             except InputError as err:
                 problems.append(f"{where}: {err}")
                 continue
@@ -465,7 +574,7 @@ def sample_problems(samples: Mapping[str, Sample], config: Mapping) -> list[str]
                 problems.append(f"{where}: psf kind 'measured' needs a bead stack: set psf_file (sheet) or psf.file")
             elif not os.path.exists(psf["file"]):
                 problems.append(f"{where}: psf file {psf['file']} does not exist")
-        if psf["kind"] != config["psf"]["kind"] and psf["params"] is config["psf"]["params"]:
+        if psf["kind"] != config["psf"]["kind"] and psf["kind"] != "auto" and psf["params"] is config["psf"]["params"]:
             problems.append(
                 f"{where}: psf kind {psf['kind']!r} differs from the config's, but its parameters "
                 "are the config's; give psf_params (sheet) or overrides.<sample>.psf.params"

@@ -79,7 +79,7 @@ ROW = "sheet, row 1, sample d: "
     ("voxel_size_z\tvoxel_size_y\tvoxel_size_x", "1\tabc\t0.2", "voxel_size_y: 'abc' is not of type 'number'"),
     ("subsample", "0", "subsample: 0 is less than the minimum of 1"),
     ("psf_params", "{sigma", "psf_params '{sigma' is not valid JSON"),
-    ("psf_kind", "airy", "psf_kind: 'airy' is not one of ['gaussian', 'confocal', 'lightsheet', 'measured']"),
+    ("psf_kind", "airy", "psf_kind: 'airy' is not one of ['gaussian', 'confocal', 'lightsheet', 'widefield', 'measured', 'auto']"),
     ("channels", "0,,2", "channels '0,,2' is not a list of distinct channels; write indices or names"),
     ("timepoints", "0-x", "timepoints '0-x': '0-x' is not a number or a range a-b; write time points as e.g. 0-9,20"),
     ("timepoints", "5-2", "timepoints '5-2': range 5-2 runs backwards"),

@@ -26,24 +26,24 @@ from isonet.storage import atomic_path, open_volume, read_ome_zarr, write_text
 logger = logging.getLogger(__name__)
 
 
-def _ome_zarr_level(path, max_plane_size: int):
+def _ome_zarr_level(path, max_plane_size: int, t: int | None = None, c: int | None = None):
     """The finest level of an OME-Zarr whose lateral size is at most ``max_plane_size`` (else the coarsest)."""
     level = 0
-    array, voxel_size = read_ome_zarr(path, 0)
+    array, voxel_size = read_ome_zarr(path, 0, t=t, c=c)
     while max(array.shape[-2:]) > max_plane_size:
         try:
-            array, voxel_size = read_ome_zarr(path, level + 1)
+            array, voxel_size = read_ome_zarr(path, level + 1, t=t, c=c)
         except InputError:
             break
         level += 1
     return array, voxel_size, level
 
 
-def _open_any(path, max_plane_size: int):
-    """(array, voxel size, close) for an OME-Zarr (pyramid level chosen) or a TIFF."""
+def _open_any(path, max_plane_size: int, t: int | None = None, c: int | None = None):
+    """(array, voxel size, close) for an OME-Zarr (pyramid level chosen; time point ``t``, channel ``c``) or a TIFF."""
     name = Path(path).name.lower()
     if Path(path).is_dir() or name.endswith((".zarr", ".zarr/")):
-        array, voxel_size, level = _ome_zarr_level(path, max_plane_size)
+        array, voxel_size, level = _ome_zarr_level(path, max_plane_size, t, c)
         if level:
             logger.info("report: %s: drawing pyramid level %d %s", path, level, tuple(array.shape))
         return array, voxel_size, lambda: None
@@ -58,7 +58,8 @@ def _save_png(figure, path, dpi: int) -> Path:
 
 
 def orthoviews_stage(out_png, input_zarr, restored_zarr, gt=None, title: str | None = None,
-                     max_plane_size: int = 1024, dpi: int = 120) -> dict:
+                     max_plane_size: int = 1024, dpi: int = 120, t: int | None = None,
+                     c: int | None = None) -> dict:
     """Orthogonal views of input, restoration and ground truth through one point.
 
     The planes go through the middle acquired plane of the input (and the middle of y and x),
@@ -79,6 +80,9 @@ def orthoviews_stage(out_png, input_zarr, restored_zarr, gt=None, title: str | N
         Largest plane side drawn; finer pyramid levels are skipped above it.
     dpi : int
         PNG resolution.
+    t, c : int, optional
+        Time point and channel drawn from a time-lapse / multi-channel input and restoration
+        (OME-Zarr with t / c axes); the ground truth is a 3D image of that volume.
 
     Returns
     -------
@@ -89,7 +93,7 @@ def orthoviews_stage(out_png, input_zarr, restored_zarr, gt=None, title: str | N
     rows, summary_rows, center_um = [], [], None
     restored_vs = None
     for label, path in volumes:
-        array, voxel_size, close = _open_any(path, max_plane_size)
+        array, voxel_size, close = _open_any(path, max_plane_size, *((t, c) if label != "GT" else (None, None)))
         try:
             if len(array.shape) != 3:
                 raise InputError(f"{path}: expected a 3D (z, y, x) image, got shape {tuple(array.shape)}")

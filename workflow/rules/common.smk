@@ -4,6 +4,7 @@ input functions and resources. Rules live in one file per stage; this file defin
 
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -71,6 +72,22 @@ def load_samples(config):
         return sample_sheet.load_samples(config, SCHEMAS / "samples.schema.yaml")
     except InputError as err:
         raise WorkflowError(str(err)) from None
+
+
+def load_series(samples):
+    """{sample: isonet.samples.Series} of the time-lapse / multi-channel samples (file headers only)."""
+    try:
+        series = {
+            name: sample_sheet.series_layout(row) for name, row in samples.items()
+        }
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+    return {name: layout for name, layout in series.items() if layout is not None}
+
+
+def names_regex(names):
+    """A wildcard constraint matching exactly these sample names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,6 +213,19 @@ def sample_input(wildcards):
     return SAMPLES[wildcards.sample].input
 
 
+def convert_selection_arg(wildcards):
+    """--axes / --channels / --timepoints of a time-lapse or multi-channel sample's sheet row."""
+    row = SAMPLES[wildcards.sample]
+    args = []
+    if row.axes:
+        args += ["--axes", row.axes]
+    if row.channels:
+        args += ["--channels", *row.channels]
+    if row.timepoints:
+        args += ["--timepoints", *row.timepoints]
+    return join(shlex.quote(str(a)) for a in args)
+
+
 def voxel_size_arg(wildcards):
     voxel_size = SAMPLES[wildcards.sample].voxel_size
     return join(["--voxel-size", *voxel_size]) if voxel_size else ""
@@ -272,6 +302,111 @@ def orthoview_gt_arg(wildcards, input):
 
 
 # ------------------------------------------------------------------------------------------
+# Time-lapse and multi-channel samples (rules/timelapse.smk): one model per channel c, one
+# predict job per (time point t, channel c), indices counted in the converted input
+
+
+def volume_samples():
+    """Wildcard constraint: the 3D z-stack samples (their rules never take a series sample)."""
+    return names_regex(s for s in SAMPLES if s not in SERIES)
+
+
+def series_samples():
+    return names_regex(SERIES)
+
+
+def series_parts(sample):
+    """[(t, c)] of every volume the sample restores."""
+    layout = SERIES[sample]
+    return [(t, c) for t in range(layout.n_times) for c in range(layout.n_channels)]
+
+
+def series_prediction(sample, t, c):
+    return f"{RESULTS}/{sample}/predict/t{t}_c{c}.ome.zarr"
+
+
+def series_predictions(wildcards):
+    return [
+        series_prediction(wildcards.sample, t, c)
+        for t, c in series_parts(wildcards.sample)
+    ]
+
+
+def series_part_args(wildcards, input):
+    parts = zip(series_parts(wildcards.sample), input.parts)
+    return join(f"--part {t} {c} {shlex.quote(path)}" for (t, c), path in parts)
+
+
+def series_model_input(wildcards):
+    """The channel's model: this sample's, or model_from's (per channel when that is a series too)."""
+    source = model_source(wildcards.sample)
+    if source in SERIES:
+        return f"{RESULTS}/{source}/c{wildcards.c}/train/model.safetensors"
+    return f"{RESULTS}/{source}/train/model.safetensors"
+
+
+def psf_source_input(wildcards):
+    """The converted input, which kind auto reads the optics from (3D samples: only for auto)."""
+    sample = wildcards.sample
+    if sample in SERIES or sample_settings(sample, "psf")["kind"] == "auto":
+        return {"zarr": f"{RESULTS}/{sample}/input.ome.zarr"}
+    return {}
+
+
+def psf_kind_args(wildcards, input):
+    """--kind/--params (and --from/--channel for kind auto) of a sample's PSF, or one channel's."""
+    sample, channel = wildcards.sample, int(wildcards.get("c", 0))
+    psf = sample_settings(sample, "psf")
+    params = psf["params"]
+    if psf["kind"] != "auto":
+        return f"--kind {psf['kind']} --params {quoted_json(params)}"
+    # psf.params are auto's settings only where given for this kind (not the config's other kind)
+    given = (
+        psf["params"]
+        if config["psf"]["kind"] == "auto" or params is not config["psf"]["params"]
+        else {}
+    )
+    settings = sample_sheet.psf_auto_settings(SAMPLES[sample], channel, given)
+    return (
+        f"--kind auto --from {shlex.quote(input.zarr)} --channel {channel}"
+        f" --params {quoted_json(settings)}"
+    )
+
+
+def segmented_channels(sample):
+    """Indices of the channels config segment.channels names (none unless configured)."""
+    layout = SERIES[sample]
+    wanted = sample_settings(sample, "segment").get("channels") or []
+    try:
+        return sorted(
+            {
+                layout.channel_index(c, f"segment.channels of sample {sample}")
+                for c in wanted
+            }
+        )
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def series_outputs(sample):
+    layout = SERIES[sample]
+    # the (t, c) predictions are targets too: one deleted or lost is redone (then assemble)
+    parts = [series_prediction(sample, t, c) for t, c in series_parts(sample)]
+    out = [*parts, f"{RESULTS}/{sample}/restored.ome.zarr"]
+    if sample_settings(sample, "stitch")["export_tiff"]:
+        out.append(f"{RESULTS}/{sample}/restored.tif")
+    for c in range(layout.n_channels):
+        out.append(f"{RESULTS}/{sample}/c{c}/report/orthoviews.png")
+        if trains_model(sample):
+            out.append(f"{RESULTS}/{sample}/c{c}/report/training_curve.png")
+    for c in segmented_channels(sample):
+        out += [
+            f"{RESULTS}/{sample}/segment/t{t}_c{c}.json" for t in range(layout.n_times)
+        ]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # Resources: config resources.<rule>, falling back to resources.default
 
 
@@ -310,6 +445,9 @@ def gpu_resources(rule):
 def all_outputs():
     out = []
     for s in SAMPLES:
+        if s in SERIES:
+            out += series_outputs(s)
+            continue
         out += [
             f"{RESULTS}/{s}/restored.ome.zarr",
             f"{RESULTS}/{s}/labels.json",

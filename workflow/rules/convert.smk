@@ -19,7 +19,8 @@ rule convert:
             sample_settings(wildcards.sample, "convert")["chunks"]
         ),
         voxel_size=voxel_size_arg,
+        selection=convert_selection_arg,
     shell:
         "isonet convert {input:q} {output:q} --chunks {params.chunks}"
         " --compression-level {params.c[compression_level]} --levels {params.c[pyramid_levels]}"
-        " {params.voxel_size} > {log:q} 2>&1"
+        " {params.voxel_size} {params.selection} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 rule psf:
     input:
+        unpack(psf_source_input),
         bead=psf_file_input,
     output:
         npz=f"{RESULTS}/{{sample}}/psf/psf.npz",
@@ -16,10 +17,8 @@ rule psf:
         runtime=rule_runtime("psf"),
     params:
         c=settings("psf"),
-        psf_params=lambda wildcards: quoted_json(
-            sample_settings(wildcards.sample, "psf")["params"]
-        ),
+        psf=psf_kind_args,
         measured=psf_file_arg,
     shell:
-        "isonet psf --out-npz {output.npz:q} --out-json {output.json:q} --kind {params.c[kind]}"
-        " --params {params.psf_params} --mode {params.c[mode]} {params.measured} > {log:q} 2>&1"
+        "isonet psf --out-npz {output.npz:q} --out-json {output.json:q} {params.psf}"
+        " --mode {params.c[mode]} {params.measured} > {log:q} 2>&1"

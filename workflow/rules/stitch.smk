@@ -7,6 +7,8 @@ rule stitch:
         "logs/{sample}/stitch.log",
     benchmark:
         "logs/benchmarks/{sample}/stitch.tsv"
+    wildcard_constraints:
+        sample=volume_samples(),  # series samples: rule assemble (timelapse.smk)
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("stitch")
