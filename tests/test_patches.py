@@ -31,7 +31,6 @@ def test_degrade_plane_is_blur_subsample_upsample(kernel):
 
 
 def test_sample_pairs_shapes_and_foreground(kernel):
-    rng = np.random.default_rng(1)
     planes = [np.zeros((96, 96), np.float32) for _ in range(4)]
     for p in planes:
         p[30:60, 30:60] = 1.0  # a bright square: foreground

@@ -29,6 +29,7 @@ from isonet.psf.models import (
 )
 
 __all__ = [
+    "BACKENDS",
     "gaussian_psf",
     "widefield_psf",
     "confocal_psf",
