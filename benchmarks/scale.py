@@ -105,7 +105,7 @@ def bare_network_throughput(work: Path, shape: tuple[int, int, int], threads: in
     import torch
 
     from isonet.modelfile import load_model
-    from isonet.predict import predict_slices, prepare_model, resolve_precision
+    from isonet.predict import auto_batch_size, predict_slices, prepare_model, resolve_precision
 
     torch.set_num_threads(threads)
     model, _ = load_model(work / "results" / "x1" / "train" / "model.safetensors")
@@ -113,6 +113,8 @@ def bare_network_throughput(work: Path, shape: tuple[int, int, int], threads: in
     model = prepare_model(model, device)
     slices = np.random.default_rng(0).random((n_slices, shape[0], shape[2]), dtype=np.float32)
     precision = resolve_precision(precision, device)
+    if batch_size in (None, "auto"):  # as the predict stage sizes them
+        batch_size = auto_batch_size((shape[0], shape[2]), device)
     predict_slices(model, slices[:batch_size], batch_size, device, precision)  # warm-up
     t0 = time.perf_counter()
     predict_slices(model, slices, batch_size, device, precision)
@@ -148,13 +150,20 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/isonet-scale")
     p.add_argument("--keep", action="store_true", help="reuse finished jobs in --workdir")
     p.add_argument("--json", default=None)
+    p.add_argument("--predict-large", action="store_true",
+                   help="take throughput_ratio from benchmarks/predict_large.py (its own volumes) instead")
+    p.add_argument("--records-only", action="store_true",
+                   help="compute the figures from --workdir's benchmark records of an earlier run (no workflow run)")
     args = p.parse_args()
     work = Path(args.workdir)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     base = tuple(args.base)
-    deploy(work, base, args)
-    wall = run_workflow(work, args.cores)
+    if args.records_only:
+        wall = float("nan")
+    else:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        deploy(work, base, args)
+        wall = run_workflow(work, args.cores)
 
     records = {f"x{m}": {rule: read_record(work, f"x{m}", rule) for rule in MEASURED_RULES} for m in MULTIPLES}
     voxels = {f"x{m}": int(np.prod(restored_shape(work, f"x{m}"))) for m in MULTIPLES}
@@ -175,7 +184,7 @@ def main() -> None:
     throughput = {"source": "benchmarks/scale.py", "predict_voxels_per_s": predict_vps,
                   "bare_network_voxels_per_s": bare["voxels_per_s"], "bare_network": bare,
                   "throughput_ratio": round(predict_vps / bare["voxels_per_s"], 3)}
-    for script in ("predict_large.py", "inference.py"):
+    for script in ("predict_large.py", "inference.py") if args.predict_large else ():
         external = predfast_throughput(REPO / "benchmarks" / script)
         if external is not None:
             throughput = {"source": f"benchmarks/{script}", **external, "scale_py_measurement": throughput}
