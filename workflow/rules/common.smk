@@ -178,7 +178,7 @@ def predict_options(wildcards):
             "--workers",
             c["workers"],
             "--edges",
-            c.get("edges", "mirror"),
+            c.get("edges", "clip"),
             subsample_arg(wildcards),
             tta_arg(wildcards),
             "--uncertainty",
