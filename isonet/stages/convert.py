@@ -176,18 +176,7 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
     try:
         shape = tuple(int(s) for s in volume.shape)
         dtype = stored_dtype(volume.dtype, input_path)
-        if voxel_size is not None:
-            voxel_size = check_voxel_size(voxel_size, input_path)
-            source = "argument"
-            if file_voxel_size is not None and not np.allclose(voxel_size, file_voxel_size, rtol=1e-6):
-                say(f"convert: voxel size {voxel_size} µm overrides {file_voxel_size} µm from {input_path}")
-        elif file_voxel_size is not None:
-            voxel_size, source = file_voxel_size, "file"
-        else:
-            raise InputError(
-                f"{input_path}: no valid voxel size in the file metadata (missing, zero, negative or not finite); "
-                "set voxel_size: [z, y, x] (µm) for this sample in the config"
-            )
+        voxel_size, source = _resolve_voxel_size(voxel_size, file_voxel_size, input_path, say)
         chunks = _chunks(chunks, shape)
         provenance = {
             "stage": "convert", "source": str(input_path), "source_dtype": str(np.dtype(volume.dtype)),
@@ -274,18 +263,7 @@ def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[i
     spatial = tuple(int(s) for s in stack.array.shape[2:])
     dtype = stored_dtype(stack.array.dtype, input_path)
     file_voxel_size = stack.voxel_size
-    if voxel_size is not None:
-        voxel_size = check_voxel_size(voxel_size, input_path)
-        source = "argument"
-        if file_voxel_size is not None and not np.allclose(voxel_size, file_voxel_size, rtol=1e-6):
-            say(f"convert: voxel size {voxel_size} µm overrides {file_voxel_size} µm from {input_path}")
-    elif file_voxel_size is not None:
-        voxel_size, source = file_voxel_size, "file"
-    else:
-        raise InputError(
-            f"{input_path}: no valid voxel size in the file metadata (missing, zero, negative or not finite); "
-            "set voxel_size: [z, y, x] (µm) for this sample in the config"
-        )
+    voxel_size, source = _resolve_voxel_size(voxel_size, file_voxel_size, input_path, say)
     keep_t = "T" in stack.axes and stack.n_times > 1
     keep_c = "C" in stack.axes and stack.n_channels > 1
     time_step = time_step_of(acquisition.time_increment_s, times, say)
@@ -339,3 +317,18 @@ def _convert_hyperstack(stack: Hyperstack, output_path: Path, chunks: Sequence[i
         "level_shapes": level_shapes, "axes": axes_label, "channels": [names[c] for c in chans],
         "timepoints": times, "time_step_s": time_step,
     }
+
+
+def _resolve_voxel_size(voxel_size, file_voxel_size, input_path, say):
+    """The voxel size to write and where it came from: the argument (over the file's, said so), else the file's."""
+    if voxel_size is not None:
+        voxel_size = check_voxel_size(voxel_size, input_path)
+        if file_voxel_size is not None and not np.allclose(voxel_size, file_voxel_size, rtol=1e-6):
+            say(f"convert: voxel size {voxel_size} µm overrides {file_voxel_size} µm from {input_path}")
+        return voxel_size, "argument"
+    if file_voxel_size is not None:
+        return file_voxel_size, "file"
+    raise InputError(
+        f"{input_path}: no valid voxel size in the file metadata (missing, zero, negative or not finite); "
+        "set voxel_size: [z, y, x] (µm) for this sample in the config"
+    )
