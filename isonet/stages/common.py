@@ -3,88 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import os
 import time
-from fractions import Fraction
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from isonet.degrade import exact_factor
+from isonet.degrade import FACTOR_RTOL, axial_factor, isotropic_voxel_size, same_factor  # noqa: F401  (stages import them from here)
 from isonet.errors import InputError
 
 logger = logging.getLogger("isonet")
-
-
-# relative tolerance between two axial factors, and between a voxel-size ratio and the simple
-# fraction it stands for: voxel sizes in metadata carry rounding noise far below it, and a
-# position error of 1e-6 of a plane per plane is far below anything an image shows
-FACTOR_RTOL = 1e-6
-
-
-def axial_factor(voxel_size, subsample=None, source="input") -> int | float:
-    """Axial factor σ = voxel z / voxel x, or ``subsample`` when given; an int when integral.
-
-    isonet keeps factors exact rather than rounding them: z 0.9 µm over xy 0.2 µm is σ = 4.5,
-    1.3 / 0.325 is 4 and 1.0 / 0.3 is 10/3 (passed on as the float nearest to it, see
-    :func:`isonet.degrade.factor_fraction`). A ratio within ``FACTOR_RTOL`` of a fraction with a
-    denominator up to 1000 is that fraction (metadata stores 0.2 µm as 0.19999999 often enough).
-
-    Raises
-    ------
-    InputError
-        ``subsample`` is not a number >= 1, the lateral voxel sizes differ, or z / x is below 1.
-
-    Examples
-    --------
-    >>> axial_factor((0.8, 0.2, 0.2)), axial_factor((0.9, 0.2, 0.2)), axial_factor((1.3, 0.325, 0.325))
-    (4, 4.5, 4)
-    >>> axial_factor((1.0, 0.3, 0.3)) == 10 / 3, axial_factor((0.8, 0.19999999, 0.19999999))
-    (True, 4)
-    """
-    if subsample is not None:
-        if isinstance(subsample, bool) or not isinstance(subsample, numbers.Real) or not subsample >= 1 \
-                or not math.isfinite(subsample):
-            raise InputError(f"{source}: subsample must be a number >= 1 (the z step in pixels), got {subsample}")
-        return exact_factor(_simple_fraction(subsample))
-    vz, vy, vx = voxel_size
-    if abs(vy - vx) > 1e-3 * vx:
-        raise InputError(f"{source}: lateral voxel sizes differ (y {vy} µm, x {vx} µm); resample to square pixels first")
-    ratio = _simple_fraction(vz / vx)
-    if ratio < 1:
-        raise InputError(
-            f"{source}: voxel size ratio z/x = {vz}/{vx} = {float(ratio):.4g} is below 1, so z is sampled more finely "
-            "than x and there is nothing to restore; check the voxel sizes (z y x) or set subsample: for this sample"
-        )
-    return exact_factor(ratio)
-
-
-def _simple_fraction(value) -> Fraction | float:
-    """``value``, or the fraction with a denominator up to 1000 within ``FACTOR_RTOL`` of it."""
-    near = Fraction(float(value)).limit_denominator(1000)
-    return near if abs(near - Fraction(float(value))) <= FACTOR_RTOL * abs(value) else float(value)
-
-
-def same_factor(a, b) -> bool:
-    """Whether two axial factors agree within ``FACTOR_RTOL`` (relative)."""
-    return abs(float(a) - float(b)) <= FACTOR_RTOL * max(abs(float(a)), abs(float(b)))
-
-
-def isotropic_voxel_size(voxel_size, factor) -> tuple[float, float, float]:
-    """Voxel size of a volume upsampled along z by σ: ``(dz / σ, dy, dx)``.
-
-    When ``dz / σ`` is ``dx`` (within ``FACTOR_RTOL``), as it is whenever σ came from the voxel
-    sizes, the z size is written as ``dx`` itself, not as a rounded quotient.
-
-    Examples
-    --------
-    >>> isotropic_voxel_size((0.9, 0.2, 0.2), 4.5), isotropic_voxel_size((1.0, 0.3, 0.3), 10 / 3)
-    ((0.2, 0.2, 0.2), (0.3, 0.3, 0.3))
-    """
-    vz, vy, vx = (float(v) for v in voxel_size)
-    z = vz / float(factor)
-    return (vx if abs(z - vx) <= FACTOR_RTOL * vx else z, vy, vx)
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:
