@@ -506,7 +506,7 @@ def axial_factor_problem(voxel_size: tuple[float, float, float]) -> str | None:
     >>> axial_factor_problem((0.1, 0.2, 0.2))[:41]
     'voxel size ratio z/x = 0.1/0.2 = 0.5 is b'
     """
-    from isonet.stages.common import axial_factor
+    from isonet.degrade import axial_factor
 
     try:
         axial_factor(voxel_size, source="voxel size")
