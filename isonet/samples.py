@@ -496,7 +496,7 @@ def file_voxel_size(path: str | os.PathLike) -> tuple[float, float, float] | Non
 def axial_factor_problem(voxel_size: tuple[float, float, float]) -> str | None:
     """Why the stages would refuse the axial factor z/x of this voxel size (without ``subsample``), or None.
 
-    The stages' own rule (:func:`isonet.stages.common.axial_factor`): any exact ratio >= 1 with
+    The stages' own rule (:func:`isonet.degrade.axial_factor`): any exact ratio >= 1 with
     square lateral pixels.
 
     Examples
