@@ -76,7 +76,7 @@ def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", log)
     rules = {re.search(r"/rule_(\w+)/", path).group(1) for _, path in submitted}
     assert rules == {"synthetic", "convert", "psf", "patches", "train", "predict", "stitch", "export_tiff",
-                     "segment", "evaluate", "orthoviews", "training_curve", "metrics_table"}, rules
+                     "segment", "evaluate", "assess", "orthoviews", "training_curve", "metrics_table"}, rules
     states = {}
     for job_id, path in submitted:
         assert Path(path).is_file(), path
@@ -91,7 +91,8 @@ def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
 
     results = workdir / "results" / "tiny"
     for output in ("restored.ome.zarr", "restored.ome.zarr/labels/nuclei", "labels.json", "restored.tif", "metrics.json",
-                   "report/orthoviews.png", "report/training_curve.png", "report/metrics.html"):
+                   "report/orthoviews.png", "report/training_curve.png", "report/metrics.html", "quality.json",
+                   "report/quality.html"):
         assert (results / output).exists(), output
     metrics = json.loads((results / "metrics.json").read_text())
     print(f"workflow through SLURM: {len(submitted)} sbatch jobs in {elapsed:.0f} s; PSNR vs GT "
