@@ -49,49 +49,78 @@ def write_tiff_without_voxel_size(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "samples, overlay, message",
-    [
-        ("sample\tinput\nd\tsynthetic\n", {"train": {"epoch": 3}},
-         "config: train: Additional properties are not allowed ('epoch' was unexpected)"),
-        ("sample\tinput\nd\tsynthetic\n", {"colour": "red"},
-         "config: Additional properties are not allowed ('colour' was unexpected)"),
-        ("sample\tinput\nd\tsynthetic\n", {"overrides": {"d": {"train": {"epochs": 0}}}},
-         "config: overrides.d.train.epochs: 0 is less than the minimum of 1"),
-        ("sample\tinput\nd\tsynthetic\n", {"overrides": {"other": {"train": {"epochs": 2}}}},
-         "overrides: 'other' is not a sample"),
-        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t-1\t0.2\t0.2\n", {},
-         "sample d: voxel_size_z: -1.0 is less than or equal to the minimum of 0"),
-        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t1\tabc\t0.2\n", {},
-         "sample d: voxel_size_y: 'abc' is not of type 'number'"),
-        ("sample\tinput\tvoxel_size_z\nd\tsynthetic\t1\n", {},
-         "sample d: voxel size incomplete (voxel_size_z given)"),
-        ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.1\t0.2\t0.2\n", {},
-         "sample d: voxel size ratio z/x = 0.1/0.2 = 0.5 is below 1"),
-        ("sample\tinput\nd\tdata/missing.tif\n", {}, "sample d: input data/missing.tif does not exist"),
-        ("sample\tinput\nd\tnometa.tif\n", {},
-         "sample d: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"),
-        ("sample\tinput\tsubsample\nd\tnometa.tif\t4\n", {},
-         "sample d: nometa.tif has no voxel size in its metadata"),
-        ("sample\tinput\tmodel_from\nd\tsynthetic\tnone\n", {}, "sample d: model_from 'none' is not a sample"),
-        ("sample\tinput\tpsf_kind\nd\tsynthetic\tconfocal\n", {},
-         "sample d: psf kind 'confocal' differs from the config's, but its parameters are the config's"),
-        ("sample\tinput\tcolour\nd\tsynthetic\tred\n", {}, "unknown column(s) 'colour'"),
-        ("sample\tinput\nd/x\tsynthetic\n", {}, "sample d/x: sample: 'd/x' does not match"),
-        ("sample\tinput\tpsf_params\nd\tsynthetic\t{sigma\n", {}, "psf_params '{sigma' is not valid JSON"),
-    ],
-    ids=["wrong-key", "unknown-section", "override-range", "override-unknown-sample", "voxel-negative",
-         "voxel-text", "voxel-incomplete", "voxel-ratio", "missing-input", "no-metadata", "no-metadata-subsample",
-         "model-from-unknown",
-         "psf-kind-without-params", "unknown-column", "bad-name", "bad-json"],
-)
-def test_invalid_config_fails_before_any_job(tmp_path, samples, overlay, message):
+INVALID = [
+    ("sample\tinput\nd\tsynthetic\n", {"train": {"epoch": 3}},
+     "config: train: Additional properties are not allowed ('epoch' was unexpected)"),
+    ("sample\tinput\nd\tsynthetic\n", {"colour": "red"},
+     "config: Additional properties are not allowed ('colour' was unexpected)"),
+    ("sample\tinput\nd\tsynthetic\n", {"overrides": {"d": {"train": {"epochs": 0}}}},
+     "config: overrides.d.train.epochs: 0 is less than the minimum of 1"),
+    ("sample\tinput\nd\tsynthetic\n", {"overrides": {"other": {"train": {"epochs": 2}}}},
+     "overrides: 'other' is not a sample"),
+    ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t-1\t0.2\t0.2\n", {},
+     "sample d: voxel_size_z: -1.0 is less than or equal to the minimum of 0"),
+    ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t1\tabc\t0.2\n", {},
+     "sample d: voxel_size_y: 'abc' is not of type 'number'"),
+    ("sample\tinput\tvoxel_size_z\nd\tsynthetic\t1\n", {},
+     "sample d: voxel size incomplete (voxel_size_z given)"),
+    ("sample\tinput\tvoxel_size_z\tvoxel_size_y\tvoxel_size_x\nd\tsynthetic\t0.1\t0.2\t0.2\n", {},
+     "sample d: voxel size ratio z/x = 0.1/0.2 = 0.5 is below 1"),
+    ("sample\tinput\nd\tdata/missing.tif\n", {}, "sample d: input data/missing.tif does not exist"),
+    ("sample\tinput\nd\tnometa.tif\n", {},
+     "sample d: nometa.tif has no voxel size in its metadata; fill voxel_size_z, voxel_size_y and voxel_size_x"),
+    ("sample\tinput\tsubsample\nd\tnometa.tif\t4\n", {},
+     "sample d: nometa.tif has no voxel size in its metadata"),
+    ("sample\tinput\tmodel_from\nd\tsynthetic\tnone\n", {}, "sample d: model_from 'none' is not a sample"),
+    ("sample\tinput\tpsf_kind\nd\tsynthetic\tconfocal\n", {},
+     "sample d: psf kind 'confocal' differs from the config's, but its parameters are the config's"),
+    ("sample\tinput\tcolour\nd\tsynthetic\tred\n", {}, "unknown column(s) 'colour'"),
+    ("sample\tinput\nd/x\tsynthetic\n", {}, "sample d/x: sample: 'd/x' does not match"),
+    ("sample\tinput\tpsf_params\nd\tsynthetic\t{sigma\n", {}, "psf_params '{sigma' is not valid JSON"),
+]
+INVALID_IDS = ["wrong-key", "unknown-section", "override-range", "override-unknown-sample", "voxel-negative",
+               "voxel-text", "voxel-incomplete", "voxel-ratio", "missing-input", "no-metadata",
+               "no-metadata-subsample", "model-from-unknown", "psf-kind-without-params", "unknown-column",
+               "bad-name", "bad-json"]
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """Snakemake's merge of a --configfile over the workflow's configfile (recursive)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("samples, overlay, message", INVALID, ids=INVALID_IDS)
+def test_invalid_config_is_one_clear_problem(tmp_path, monkeypatch, samples, overlay, message):
+    # the checks workflow/rules/common.smk runs before any job, called as it calls them
+    from isonet.errors import InputError
+    from isonet.samples import load_samples, validate_config
+
+    write_tiff_without_voxel_size(tmp_path / "nometa.tif")
+    deploy(tmp_path, samples, overlay)
+    monkeypatch.chdir(tmp_path)
+    config = merged(yaml.safe_load((tmp_path / "config" / "config.yaml").read_text()),
+                    yaml.safe_load((tmp_path / "overlay.yaml").read_text()))
+    schemas = REPO / "workflow" / "schemas"
+    with pytest.raises(InputError) as raised:
+        load_samples(validate_config(config, schemas / "config.schema.yaml"), schemas / "samples.schema.yaml")
+    assert message in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+
+
+@pytest.mark.parametrize("case", ["wrong-key", "voxel-incomplete", "no-metadata"])
+def test_invalid_config_fails_before_any_job(tmp_path, case):
+    # the same checks through Snakemake: its error, before any job (a config key, a sheet cell, a file)
+    samples, overlay, message = INVALID[INVALID_IDS.index(case)]
     write_tiff_without_voxel_size(tmp_path / "nometa.tif")
     deploy(tmp_path, samples, overlay)
     result = run_snakemake(tmp_path, "-n", "--configfile", "overlay.yaml", timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert message in output, output
+    assert "Traceback" not in output
     assert "Job stats" not in output
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
