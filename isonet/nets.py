@@ -67,12 +67,15 @@ class IsoNet2(nn.Module):
     upsampling) and training starts from there.
     """
 
-    # 7×7 convs at scales 1, 2, 4, 2, 1 (radius 3 each, scaled) plus the pooling/upsampling offsets.
+    # 7×7 convs at scales 1, 2, 4, 2, 1 (radius 3 each, scaled) plus the pooling/upsampling offsets;
+    # an instance with another kernel has its own (set in __init__).
     receptive_radius = 3 + 1 + 6 + 2 + 12 + 2 + 6 + 1 + 3
     size_multiple = 4
 
     def __init__(self, dropout: float = 0.2, kernel: int = 7, base: int = 16, zero_init: bool = True):
         super().__init__()
+        h = kernel // 2
+        self.receptive_radius = h + 1 + 2 * h + 2 + 4 * h + 2 + 2 * h + 1 + h
         self.down0 = _ConvBlock(1, base, kernel, dropout)
         self.down1 = _ConvBlock(base, 2 * base, kernel, dropout)
         self.bottom = _ConvBlock(2 * base, 4 * base, kernel, dropout)
