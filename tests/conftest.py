@@ -6,6 +6,7 @@ import pytest
 from _workflow import REPO, TINY, deploy, run_snakemake
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Groups for `pytest -n 2 --dist loadgroup` (make test): a module's tests stay on one worker, so
     its module-scoped fixtures (a workflow run, a trained model) are built once; the tests of every
