@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="z y x voxels segmented at a time (rounded up to whole chunks)")
     s.add_argument("--halo", type=int, default=40,
                    help="voxels read around each block; at least the largest nucleus' extent + 4")
+    s.add_argument("--channel", default=None,
+                   help="time-lapse / multi-channel image: the channel segmented (index or name), every time point")
 
     s = sub.add_parser("evaluate", help="PSNR and SEG against ground truth")
     s.add_argument("input_zarr")
@@ -464,7 +466,7 @@ def run(args: argparse.Namespace):
         from isonet.stages.segment import segment_stage
 
         return segment_stage(args.image_zarr, args.labels_zarr, args.summary_json, args.threshold, args.min_distance,
-                             args.min_size, block=args.block, halo=args.halo)
+                             args.min_size, block=args.block, halo=args.halo, channel=args.channel)
     if c == "evaluate":
         from isonet.stages.evaluate import evaluate_stage
 
