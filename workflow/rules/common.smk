@@ -390,7 +390,8 @@ def segmented_channels(sample):
 
 def previous_segment_summary(wildcards):
     """The summary of the channel segmented before this one ([] for the first): the channels'
-    labels go into one image, whose labels listing each job updates, so they run in turn."""
+    labels go into one image, whose labels listing each job updates, so they run in turn.
+    """
     channels = segmented_channels(wildcards.sample)
     i = channels.index(int(wildcards.c))
     if i == 0:
@@ -426,7 +427,10 @@ def series_outputs(sample):
             out.append(f"{RESULTS}/{sample}/c{c}/report/training_curve.png")
     out += [f"{RESULTS}/{sample}/segment/c{c}.json" for c in segmented_channels(sample)]
     if ground_truth(sample):
-        out += [f"{RESULTS}/{sample}/metrics.json", f"{RESULTS}/{sample}/report/metrics.html"]
+        out += [
+            f"{RESULTS}/{sample}/metrics.json",
+            f"{RESULTS}/{sample}/report/metrics.html",
+        ]
     return out
 
 
