@@ -132,8 +132,8 @@ def segment_stage(
             if t is not None:
                 logger.info("segment: time point %d: %s threshold %.4g, %d objects", t,
                             result["threshold_method"], result["threshold"], per_time[-1]["n_objects"])
-        if volumes[0][0] is None:
-            summary = {k: v for k, v in per_time[0].items()}
+        if not lead_axes:
+            summary = dict(per_time[0])
         else:
             summary = {"channel": provenance["channel"], "channel_name": provenance["channel_name"],
                        "n_objects": sum(p["n_objects"] for p in per_time), "timepoints": per_time}
