@@ -106,8 +106,9 @@ def main(workdir: str, out_dir: str) -> None:
     for summary in sorted((results / "segment").glob("c*.json")):
         s = json.loads(summary.read_text())
         md.append(f"Channel {s['channel_name']}: `restored.ome.zarr/labels/{s['channel_name']}`, "
-                  + ", ".join(f"time point {p['t']}: {p['n_objects']} nuclei ({p['threshold_method']} threshold "
-                              f"{p['threshold']:.3g})" for p in s["timepoints"]) + ".")
+                  + "; ".join(f"time point {p['t']}: {p['n_objects']} object(s) of mean volume {p['mean_volume']:.0f} "
+                              f"voxels ({p['threshold_method']} threshold {p['threshold']:.4g})"
+                              for p in s["timepoints"]) + " (the 48³ phantom volumes hold few nuclei).")
     try:
         from ome_zarr_models.v05 import Image
 
