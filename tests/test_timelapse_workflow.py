@@ -253,6 +253,8 @@ def test_series_layout_reads_the_header_with_the_sheets_selection(tmp_path):
         series_layout(Sample(name="run", input=str(path), channels=("DAPI",)))
     with pytest.raises(InputError, match="timepoints 3 is not in the input, which has 3; fix the timepoints column"):
         series_layout(Sample(name="run", input=str(path), timepoints=(3,)))
+    with pytest.raises(InputError, match="sample run: gt_labels is not used for a time-lapse or multi-channel sample"):
+        series_layout(Sample(name="run", input=str(path), gt_labels="labels.tif"))
     plain = tmp_path / "stack.tif"
     tifffile.imwrite(plain, stack[0, 0], photometric="minisblack")
     assert series_layout(Sample(name="stack", input=str(plain))) is None  # a z-stack keeps the 3D rules

@@ -256,9 +256,9 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
     with the same axes (and the image's time step); each of their lengths is the image's, or 1
     where the labels do not vary along it, as NGFF asks: the labels of one channel of a
     ``(t, c, z, y, x)`` time-lapse have shape ``(t, 1, z, y, x)`` (napari-ome-zarr drops that
-    channel axis and overlays them on every channel). It is written under a temporary name and moved into place when the ``with`` block
-    ends cleanly (an existing label image of that name is replaced); the listing is updated
-    after. The image is not changed: its arrays and attributes stay, and so does the
+    channel axis and overlays them on every channel). It is written under a temporary name and
+    moved into place when the ``with`` block ends cleanly (an existing label image of that name
+    is replaced); the listing is updated after. The image is not changed: its arrays and attributes stay, and so does the
     modification time of its directory (make-like tools such as Snakemake would otherwise take
     the image for newer than what was made from it).
 
