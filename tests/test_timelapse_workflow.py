@@ -182,12 +182,13 @@ def test_orthoviews_show_the_middle_time_point_of_each_channel(series_run, tmp_p
 
     workdir, _, _ = series_run
     results = workdir / "results" / "run"
-    for c, (name, _, _) in enumerate(CHANNELS):
+    # input and restoration of time point t of channel c, drawn as the rule draws them
+    for t, c in [(N_T // 2, c) for c in range(N_C)] + [(0, 0)]:
+        name = CHANNELS[c][0]
+        png = orthoviews_stage(tmp_path / f"t{t}_c{c}.png", results / "input.ome.zarr", results / "restored.ome.zarr",
+                               title=f"run {name}", t=t, c=c)["output"]
         drawn = (results / f"c{c}" / "report" / "orthoviews.png").read_bytes()
-        for t in range(N_T):  # input and restoration of time point t of channel c, as the rule draws them
-            png = orthoviews_stage(tmp_path / f"t{t}_c{c}.png", results / "input.ome.zarr",
-                                   results / "restored.ome.zarr", title=f"run {name}", t=t, c=c)["output"]
-            assert (open(png, "rb").read() == drawn) == (t == N_T // 2), (name, t)
+        assert (open(png, "rb").read() == drawn) == (t == N_T // 2), (name, t)
 
 
 def test_rerun_after_deleting_one_prediction_redoes_only_it_and_assemble(series_run):
