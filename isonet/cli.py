@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="z y x voxels segmented at a time (rounded up to whole chunks)")
     s.add_argument("--halo", type=int, default=40,
                    help="voxels read around each block; at least the largest nucleus' extent + 4")
+    s.add_argument("--channel", default=None,
+                   help="time-lapse / multi-channel image: the channel segmented (index or name), every time point")
 
     s = sub.add_parser("evaluate", help="PSNR and SEG against ground truth")
     s.add_argument("input_zarr")
@@ -309,6 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--halo", type=int, default=40, help="voxels read around each block")
     s.add_argument("--z-margin", type=float, default=26.0,
                    help="interior SEG: GT nuclei whose centroid is at least this many planes from both z-ends")
+
+    s = sub.add_parser("evaluate-series", help="time-lapse / multi-channel: PSNR of every (time point, channel) "
+                       "volume against ground truth, restored and cubic")
+    s.add_argument("input_zarr")
+    s.add_argument("restored_zarr")
+    s.add_argument("out_json")
+    s.add_argument("out_md")
+    s.add_argument("--gt", default=None, help="ground truth with the input file's time points and channels")
+    s.add_argument("--iso-gt", default=None, help="isotropic ground truth, as --gt")
+    s.add_argument("--subsample", type=_opt_factor, default=None,
+                   help="axial factor σ (default: voxel size z / x; need not be an integer)")
 
     s = sub.add_parser("assess", help="evidence without ground truth: resolution per axis, re-acquisition check, "
                        "uncertainty summary -> quality.json")
@@ -464,13 +477,18 @@ def run(args: argparse.Namespace):
         from isonet.stages.segment import segment_stage
 
         return segment_stage(args.image_zarr, args.labels_zarr, args.summary_json, args.threshold, args.min_distance,
-                             args.min_size, block=args.block, halo=args.halo)
+                             args.min_size, block=args.block, halo=args.halo, channel=args.channel)
     if c == "evaluate":
         from isonet.stages.evaluate import evaluate_stage
 
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
                               args.min_size, block=args.block, halo=args.halo, z_margin=args.z_margin)
+    if c == "evaluate-series":
+        from isonet.stages.evaluate import evaluate_series_stage
+
+        return evaluate_series_stage(args.input_zarr, args.restored_zarr, args.out_json, args.out_md, args.gt,
+                                     args.iso_gt, args.subsample)
     if c == "assess":
         from isonet.stages.assess import assess_stage
 

@@ -276,8 +276,8 @@ def metrics_html(metrics: Mapping[str, Any], title: str | None = None) -> str:
     Parameters
     ----------
     metrics : mapping
-        ``{"factor", "restored_shape", "psnr": {ref: {method: dB}}, "seg": {name: score}}``;
-        missing parts are left out.
+        ``{"factor", "restored_shape", "psnr": {ref: {method: dB}}, "seg": {name: score}}``, and
+        for a time-lapse ``volumes`` (``[{"t", "channel", "psnr"}]``); missing parts are left out.
     title : str, optional
         Page heading.
 
@@ -308,9 +308,20 @@ def metrics_html(metrics: Mapping[str, Any], title: str | None = None) -> str:
     if facts:
         parts.append(f"<p>{', '.join(facts)}</p>")
     psnr = metrics.get("psnr") or {}
+    volumes = metrics.get("volumes") or []
+    if volumes:  # a time-lapse / multi-channel sample: one row per time point, channel and reference
+        parts.append("<h3>PSNR (dB, after affine intensity fit) of each time point and channel</h3><table><tr>"
+                     "<th>time point</th><th>channel</th><th>reference</th><th>restored</th><th>cubic</th></tr>")
+        for v in volumes:
+            for ref, row in v["psnr"].items():
+                parts.append(f"<tr><th>{_cell(v['t'])}</th><th>{html.escape(str(v['channel']))}</th>"
+                             f"<th>{html.escape(str(ref))}</th><td>{_cell(row.get('restored'))}</td>"
+                             f"<td>{_cell(row.get('cubic'))}</td></tr>")
+        parts.append("</table>")
     if psnr:
         methods = sorted({m for row in psnr.values() for m in row}, key=lambda m: (m != "restored", m))
-        parts.append("<h3>PSNR (dB, after affine intensity fit)</h3><table><tr><th>reference</th>"
+        mean = f", mean over the {len(volumes)} volumes" if volumes else ""
+        parts.append(f"<h3>PSNR (dB, after affine intensity fit{mean})</h3><table><tr><th>reference</th>"
                      + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr>")
         for ref, row in psnr.items():
             parts.append(f"<tr><th>{html.escape(str(ref))}</th>"

@@ -43,6 +43,8 @@ SHEET_SETTINGS = {
     "model": ("train", "model"),
 }
 DEFAULT_TRAIN_TIMEPOINTS = 5
+# psf keys a config may leave out (psf: {kind: auto} is a whole psf section)
+PSF_DEFAULTS = {"params": {}, "mode": "full", "file": ""}
 _NUMBER_COLUMNS = ("na", "immersion_ri", "pinhole_au", "na_illumination")
 _INTEGER_COLUMNS = ("train_timepoints",)
 
@@ -229,10 +231,24 @@ def schema_problems(data: Any, schema: str | os.PathLike | Mapping, where: str) 
 
 
 def validate_config(config: Mapping, schema: str | os.PathLike | Mapping) -> Mapping:
-    """The config, checked against its schema; raises :class:`SampleSheetError` listing every problem."""
+    """The config, checked against its schema, with the defaults of keys it may leave out filled in.
+
+    ``psf: {kind: auto}`` needs nothing else: ``psf.params`` defaults to ``{}``, ``psf.mode`` to
+    ``full`` and ``psf.file`` to ``""`` (:data:`PSF_DEFAULTS`, set in ``config`` itself).
+    Raises :class:`SampleSheetError` listing every problem.
+
+    Examples
+    --------
+    >>> schema = {"properties": {"psf": {"required": ["kind"]}}}
+    >>> validate_config({"psf": {"kind": "auto"}}, schema)["psf"]
+    {'kind': 'auto', 'params': {}, 'mode': 'full', 'file': ''}
+    """
     problems = schema_problems(dict(config), schema, "config")
     if problems:
         raise SampleSheetError(problems)
+    if isinstance(config.get("psf"), dict):
+        for key, value in PSF_DEFAULTS.items():
+            config["psf"].setdefault(key, type(value)(value))
     return config
 
 
@@ -397,6 +413,19 @@ class Series:
     def n_channels(self) -> int:
         return len(self.channel_names)
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Name of each channel's NGFF label image (``restored.ome.zarr/labels/<name>``): the channel's
+        name made a path segment (:func:`isonet.storage.label_name`), ``c<index>`` when that is empty
+        or taken."""
+        from isonet.storage.omezarr import label_name
+
+        names: list[str] = []
+        for i, channel in enumerate(self.channel_names):
+            name = label_name(channel, f"c{i}")
+            names.append(name if name not in names else f"c{i}")
+        return tuple(names)
+
     def channel_index(self, channel: int | str, where: str) -> int:
         """Index of a channel given by index or name; InputError naming ``where`` when there is none."""
         if isinstance(channel, int) and 0 <= channel < self.n_channels:
@@ -450,6 +479,9 @@ def series_layout(row: Sample) -> Series | None:
     try:
         if not declared and not (stack.axes and (stack.n_times > 1 or stack.n_channels > 1)):
             return None
+        if row.gt_labels is not None:
+            raise InputError(f"{where}: gt_labels is not used for a time-lapse or multi-channel sample (SEG per time "
+                             "point is not computed; gt / iso_gt give PSNR per time point and channel); leave it empty")
         names = list(stack.acquisition.channel_names(stack.n_channels))
         times = _kept(row.timepoints, stack.n_times, [], "timepoints", where)
         channels = _kept(row.channels, stack.n_channels, names, "channels", where)

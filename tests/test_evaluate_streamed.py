@@ -62,3 +62,56 @@ def test_evaluate_streamed_equals_in_memory(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["seg"] == metrics["seg"]
     assert "| restored |" in (tmp_path / "m.md").read_text() and "SEG interior" in (tmp_path / "m.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # temporaries removed
+
+
+def test_series_evaluation_per_time_point_and_channel_equals_in_memory(tmp_path):
+    """evaluate-series: one row per restored (t, c); the sheet's channel selection picks the ground
+    truth's volumes through the converted input's source channels."""
+    from isonet.stages.convert import convert
+    from isonet.stages.evaluate import evaluate_series_stage
+    from isonet.storage import channel_axis, omero_channels, time_axis
+
+    factor, n_t, n_c = 2, 2, 3
+    rng = np.random.default_rng(4)
+    truth = ndi.gaussian_filter(rng.random((n_t, n_c, 11, 16, 16)).astype(np.float32), (0, 0, 1, 1, 1))
+    acquired = (truth[:, :, ::factor] * 1000 + 100).astype(np.uint16)  # 6 planes -> restored grid 11
+    source = tmp_path / "run.ome.tif"
+    tifffile.imwrite(source, acquired, ome=True, metadata={"axes": "TCZYX", "PhysicalSizeZ": 0.4, "PhysicalSizeY": 0.2,
+                                                            "PhysicalSizeX": 0.2, "Channel": {"Name": ["a", "b", "c"]}})
+    gt = tmp_path / "gt.ome.tif"
+    tifffile.imwrite(gt, truth, ome=True, metadata={"axes": "TCZYX"})
+    converted = tmp_path / "input.ome.zarr"
+    convert(source, converted, chunks=(6, 16, 16), channels=["c", "a"])  # converted channel 0 is file channel 2
+    restored = (truth[:, [2, 0]] + rng.normal(0, 0.001, (n_t, 2, 11, 16, 16))).astype(np.float32)
+    leading = [time_axis(30.0), channel_axis()]
+    _, level0 = create_ome_zarr(tmp_path / "restored.ome.zarr", restored.shape, np.float32, (1, 1, 11, 16, 16),
+                                (0.2, 0.2, 0.2), provenance={"stage": "assemble", "timepoints": [0, 1],
+                                                             "source_channels": [0, 1]},
+                                leading_axes=leading, omero=omero_channels(["c", "a"], [(0, 1), (0, 1)]))
+    level0[:] = restored
+
+    metrics = evaluate_series_stage(converted, tmp_path / "restored.ome.zarr", tmp_path / "m.json", tmp_path / "m.md",
+                                    iso_gt=gt)
+    assert [(v["t"], v["c"], v["channel"]) for v in metrics["volumes"]] == [(0, 0, "c"), (0, 1, "a"), (1, 0, "c"),
+                                                                           (1, 1, "a")]
+    for v in metrics["volumes"]:
+        file_c = {0: 2, 1: 0}[v["c"]]
+        cubic = upsample_axis(acquired[v["t"], file_c].astype(np.float32), factor, axis=0)
+        ref = truth[v["t"], file_c]
+        assert v["psnr"]["iso_gt"]["restored"] == pytest.approx(psnr_affine(restored[v["t"], v["c"]], ref), rel=1e-9)
+        assert v["psnr"]["iso_gt"]["cubic"] == pytest.approx(psnr_affine(cubic, ref), rel=1e-9)
+        assert v["psnr"]["iso_gt"]["restored"] > v["psnr"]["iso_gt"]["cubic"]
+    assert metrics["psnr"]["iso_gt"]["restored"] == pytest.approx(
+        np.mean([v["psnr"]["iso_gt"]["restored"] for v in metrics["volumes"]]))
+    assert json.loads((tmp_path / "m.json").read_text())["volumes"] == metrics["volumes"]
+    table = (tmp_path / "m.md").read_text()
+    assert "| 1 | a | iso_gt |" in table and table.count("| iso_gt |") == 4 + 1  # 4 volumes and the mean
+
+    from isonet.errors import InputError
+
+    short = tmp_path / "short.ome.tif"
+    tifffile.imwrite(short, truth[:, :2], ome=True, metadata={"axes": "TCZYX"})
+    with pytest.raises(InputError, match=r"short.ome.tif: ground truth of 2 time points and 2 channels has no time "
+                                         r"point 0 of channel 2; it must have the time points and channels of the input file"):
+        evaluate_series_stage(converted, tmp_path / "restored.ome.zarr", tmp_path / "m2.json", tmp_path / "m2.md",
+                              gt=short)

@@ -209,3 +209,26 @@ def test_config_validation_names_the_key():
         "config: overrides.d.train.epochs: 0 is less than the minimum of 1",
         "config: train: Additional properties are not allowed ('epoch' was unexpected)",
     ]
+
+
+def test_psf_kind_auto_is_a_whole_psf_section():
+    from isonet.psf.acquired import SETTINGS
+
+    config = copy.deepcopy(CONFIG)
+    config["psf"] = {"kind": "auto"}
+    assert validate_config(config, CONFIG_SCHEMA)["psf"] == {"kind": "auto", "params": {}, "mode": "full", "file": ""}
+    config["psf"] = {"kind": "auto", "params": {"na": 1.1}, "mode": "split"}
+    assert validate_config(config, CONFIG_SCHEMA)["psf"] == {"kind": "auto", "params": {"na": 1.1}, "mode": "split",
+                                                             "file": ""}
+    # the schema lists exactly the settings psf auto takes
+    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    assert schema["$defs"]["psf"]["then"]["properties"]["params"]["propertyNames"]["enum"] == list(SETTINGS)
+    # another kind's parameters under kind auto, and a kind other than auto without parameters
+    for psf, problem in (
+        ({"kind": "auto", "params": {"sigma_xy": 2.0}}, "config: psf.params: 'sigma_xy' is not one of ['microscope'"),
+        ({"kind": "gaussian"}, "config: psf: 'params' is a required property"),
+    ):
+        config["psf"] = psf
+        with pytest.raises(SampleSheetError) as info:
+            validate_config(config, CONFIG_SCHEMA)
+        assert len(info.value.problems) == 1 and info.value.problems[0].startswith(problem), info.value.problems

@@ -119,11 +119,12 @@ def _squeeze_to_zyx(array: Any, axes: str | None, path: Path) -> Any:
 
 
 class IndexedView:
-    """Read-only view of an array with its leading axes fixed at given indices; reads lazily.
+    """View of an array with its leading axes fixed at given indices; reads (and writes) lazily.
 
     ``IndexedView(a, (t, c))[key]`` reads ``a[t, c][key]`` without reading any other ``(t, c)``:
-    one volume of a ``(t, c, z, y, x)`` time-lapse, as a 3D array. Attributes the view does not
-    define (``attrs``, ``store``, ...) are the array's.
+    one volume of a ``(t, c, z, y, x)`` time-lapse, as a 3D array. Assigning to the view writes
+    into ``a[t, c]`` when ``a`` is writable (a label image filled one time point at a time).
+    Attributes the view does not define (``attrs``, ``store``, ...) are the array's.
 
     Parameters
     ----------
@@ -137,6 +138,9 @@ class IndexedView:
     >>> v = IndexedView(np.arange(2 * 3 * 4).reshape(2, 3, 4), (1,))
     >>> v.shape, v[2].tolist(), v[..., 0].tolist()
     ((3, 4), [20, 21, 22, 23], [12, 16, 20])
+    >>> v[0, :2] = -1
+    >>> v.array[1, 0].tolist()
+    [-1, -1, 14, 15]
     """
 
     def __init__(self, array: Any, lead: Sequence[int]):
@@ -189,6 +193,12 @@ class IndexedView:
         if len([k for k in key if k is not Ellipsis and k is not None]) > self.ndim:
             raise IndexError(f"too many indices for an array of shape {self.shape}")
         return np.asarray(self.array[self.lead + key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        key = key if isinstance(key, tuple) else (key,)
+        if len([k for k in key if k is not Ellipsis and k is not None]) > self.ndim:
+            raise IndexError(f"too many indices for an array of shape {self.shape}")
+        self.array[self.lead + key] = value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[...]

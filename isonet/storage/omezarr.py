@@ -40,6 +40,8 @@ from isonet.storage.voxels import (
 NGFF_VERSION = "0.5"
 SPATIAL_AXES = ("z", "y", "x")
 
+LABEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a label image's name: a path segment of the labels group
+
 # bytes of level i-1 that build_pyramid reads (and reduces) in one block
 PYRAMID_BLOCK_BYTES = 32 * 2**20
 
@@ -247,12 +249,16 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
     """Write a label image of an OME-Zarr image as NGFF labels: ``<image_path>/labels/<name>``.
 
     The label image is an OME-Zarr image of its own (checksummed like :func:`create_ome_zarr`)
-    with as many resolution levels as the image (nearest-neighbour downsampling, factor 2),
-    ``image-label`` metadata pointing at the image, and is listed in the image's ``labels`` group
-    (NGFF 0.5), so viewers (napari-ome-zarr, ome-zarr-py) overlay it on the image as a labels
-    layer. It is written under a temporary name and moved into place when the ``with`` block
-    ends cleanly (an existing label image of that name is replaced); the listing is updated
-    after. The image is not changed: its arrays and attributes stay, and so does the
+    with the image's axes, as many resolution levels as the image (nearest-neighbour
+    downsampling, factor 2), ``image-label`` metadata pointing at the image, and is listed in the
+    image's ``labels`` group (NGFF 0.5), so viewers (napari-ome-zarr, ome-zarr-py) overlay it on
+    the image as a labels layer. An image with axes before z, y, x (``t``, ``c``) gets labels
+    with the same axes (and the image's time step); each of their lengths is the image's, or 1
+    where the labels do not vary along it, as NGFF asks: the labels of one channel of a
+    ``(t, c, z, y, x)`` time-lapse have shape ``(t, 1, z, y, x)`` (napari-ome-zarr drops that
+    channel axis and overlays them on every channel). It is written under a temporary name and
+    moved into place when the ``with`` block ends cleanly (an existing label image of that name
+    is replaced); the listing is updated after. The image is not changed: its arrays and attributes stay, and so does the
     modification time of its directory (make-like tools such as Snakemake would otherwise take
     the image for newer than what was made from it).
 
@@ -263,7 +269,8 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
     name : str
         Name of the label image, e.g. ``"nuclei"``.
     shape, chunks, voxel_size, dtype, compression_level, provenance
-        As for :func:`create_ome_zarr`; ``shape`` and ``voxel_size`` are those of the image's level 0.
+        As for :func:`create_ome_zarr`; ``voxel_size`` is that of the image's level 0, and
+        ``shape`` has one entry per axis of the image: the image's length, or 1.
 
     Yields
     ------
@@ -288,8 +295,14 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
         multiscale = _multiscale_of(dict(zarr.open_group(image_path, mode="r").attrs))
     if multiscale is None:
         raise InputError(f"{image_path}: not an OME-Zarr image (no multiscales); labels annotate an image store")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not re.fullmatch(LABEL_NAME, name):
         raise ValueError(f"label name {name!r}: letters, digits, _ . - only")
+    leading = _leading_axes(multiscale)
+    image_shape = tuple(zarr.open_array(image_path / multiscale["datasets"][0]["path"], mode="r").shape)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != len(image_shape) or any(s not in (i, 1) for s, i in zip(shape, image_shape)):
+        raise ValueError(f"labels of shape {shape} do not fit the image of shape {image_shape}: "
+                         "each length must be the image's or 1")
     image_times = os.stat(image_path)
     labels_dir = image_path / "labels"
     if not labels_dir.is_dir():  # the only change to the image's directory: undo its mtime at once
@@ -298,7 +311,8 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
     try:
         with atomic_path(labels_dir / name) as tmp:
             _, level0 = create_ome_zarr(tmp, shape, dtype, chunks, voxel_size, name=name,
-                                        compression_level=compression_level, provenance=provenance)
+                                        compression_level=compression_level, provenance=provenance,
+                                        leading_axes=leading)
             yield level0
             build_pyramid(tmp, n_levels=len(multiscale["datasets"]), method="nearest")
             group = zarr.open_group(tmp, mode="r+", zarr_format=3)
@@ -311,6 +325,18 @@ def create_labels(image_path: str | os.PathLike, name: str, shape: Sequence[int]
             "ome": {"version": NGFF_VERSION, "labels": names}}})
     finally:
         os.utime(image_path, ns=(image_times.st_atime_ns, image_times.st_mtime_ns))
+
+
+def label_name(text: str, fallback: str) -> str:
+    """``text`` as the name of a label image (letters, digits, ``_ . -``; others become ``_``), or ``fallback``.
+
+    Examples
+    --------
+    >>> label_name("Alexa 488", "c0"), label_name("GFP", "c0"), label_name("  ", "c1")
+    ('Alexa_488', 'GFP', 'c1')
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(text).strip()).lstrip("_.-")
+    return name if re.fullmatch(LABEL_NAME, name) else fallback
 
 
 def _multiscale_of(attrs: dict) -> dict | None:

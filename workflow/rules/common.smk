@@ -388,6 +388,32 @@ def segmented_channels(sample):
         raise WorkflowError(str(err)) from None
 
 
+def previous_segment_summary(wildcards):
+    """The summary of the channel segmented before this one ([] for the first): the channels'
+    labels go into one image, whose labels listing each job updates, so they run in turn.
+    """
+    channels = segmented_channels(wildcards.sample)
+    i = channels.index(int(wildcards.c))
+    if i == 0:
+        return []
+    return [f"{RESULTS}/{wildcards.sample}/segment/c{channels[i - 1]}.json"]
+
+
+def series_labels_arg(wildcards, input):
+    """restored.ome.zarr/labels/<name of the channel>, where segment_channel writes its labels."""
+    name = SERIES[wildcards.sample].label_names[int(wildcards.c)]
+    return shlex.quote(f"{input.image}/labels/{name}")
+
+
+def series_evaluate_inputs(wildcards):
+    truth = ground_truth(wildcards.sample)
+    return {
+        "zarr": f"{RESULTS}/{wildcards.sample}/input.ome.zarr",
+        "restored": f"{RESULTS}/{wildcards.sample}/restored.ome.zarr",
+        **{k: truth[k] for k in ("gt", "iso_gt") if k in truth},
+    }
+
+
 def series_outputs(sample):
     layout = SERIES[sample]
     # the (t, c) predictions are targets too: one deleted or lost is redone (then assemble)
@@ -399,9 +425,11 @@ def series_outputs(sample):
         out.append(f"{RESULTS}/{sample}/c{c}/report/orthoviews.png")
         if trains_model(sample):
             out.append(f"{RESULTS}/{sample}/c{c}/report/training_curve.png")
-    for c in segmented_channels(sample):
+    out += [f"{RESULTS}/{sample}/segment/c{c}.json" for c in segmented_channels(sample)]
+    if ground_truth(sample):
         out += [
-            f"{RESULTS}/{sample}/segment/t{t}_c{c}.json" for t in range(layout.n_times)
+            f"{RESULTS}/{sample}/metrics.json",
+            f"{RESULTS}/{sample}/report/metrics.html",
         ]
     return out
 

@@ -8,6 +8,8 @@ rule evaluate:
         "logs/{sample}/evaluate.log",
     benchmark:
         "logs/benchmarks/{sample}/evaluate.tsv"
+    wildcard_constraints:
+        sample=volume_samples(),  # series samples: rule evaluate_series (timelapse.smk)
     conda:
         "../envs/isonet.yaml"
     threads: rule_threads("evaluate")

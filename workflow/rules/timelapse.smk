@@ -176,17 +176,22 @@ rule assemble:
         " --levels {params.c[pyramid_levels]} > {log:q} 2>&1"
 
 
-# Labels of one restored (t, c) volume, as an OME-Zarr of their own beside it (segment.channels).
-rule segment_timepoint:
+# Labels of one channel at every time point, as NGFF labels of the restored image
+# (restored.ome.zarr/labels/<channel name>, axes t, c (length 1), z, y, x), for the channels of
+# segment.channels. As for rule segment, the labels cannot be an output (they are inside
+# assemble's directory output): the rule's output is the summary segment/c<c>.json. The channels'
+# jobs run one after the other (each waits for the previous channel's summary), because each
+# adds its name to the image's labels listing.
+rule segment_channel:
     input:
-        f"{RESULTS}/{{sample}}/predict/t{{t}}_c{{c}}.ome.zarr",
+        image=f"{RESULTS}/{{sample}}/restored.ome.zarr",
+        previous=previous_segment_summary,
     output:
-        labels=directory(f"{RESULTS}/{{sample}}/segment/t{{t}}_c{{c}}.labels.ome.zarr"),
-        summary=f"{RESULTS}/{{sample}}/segment/t{{t}}_c{{c}}.json",
+        summary=f"{RESULTS}/{{sample}}/segment/c{{c}}.json",
     log:
-        "logs/{sample}/segment/t{t}_c{c}.log",
+        "logs/{sample}/segment/c{c}.log",
     benchmark:
-        "logs/benchmarks/{sample}/segment/t{t}_c{c}.tsv"
+        "logs/benchmarks/{sample}/segment/c{c}.tsv"
     wildcard_constraints:
         sample=series_samples(),
     conda:
@@ -197,9 +202,43 @@ rule segment_timepoint:
         runtime=rule_runtime("segment"),
     params:
         c=settings("segment"),
+        labels=series_labels_arg,
+        block=lambda wildcards: join(
+            sample_settings(wildcards.sample, "segment")["block"]
+        ),
     shell:
-        "isonet segment {input:q} {output.labels:q} --summary-json {output.summary:q}"
-        " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]} > {log:q} 2>&1"
+        "isonet segment {input.image:q} {params.labels} --channel {wildcards.c}"
+        " --summary-json {output.summary:q} --min-distance {params.c[min_distance]}"
+        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]}"
+        " > {log:q} 2>&1"
+
+
+# PSNR of every restored (time point, channel) volume against the sheet's gt / iso_gt (which
+# have the input file's time points and channels) and of cubic upsampling: metrics.json, .md.
+rule evaluate_series:
+    input:
+        unpack(series_evaluate_inputs),
+    output:
+        json=f"{RESULTS}/{{sample}}/metrics.json",
+        md=f"{RESULTS}/{{sample}}/metrics.md",
+    log:
+        "logs/{sample}/evaluate.log",
+    benchmark:
+        "logs/benchmarks/{sample}/evaluate.tsv"
+    wildcard_constraints:
+        sample=series_samples(),
+    conda:
+        "../envs/isonet.yaml"
+    threads: rule_threads("evaluate")
+    resources:
+        mem_mb=rule_mem_mb("evaluate"),
+        runtime=rule_runtime("evaluate"),
+    params:
+        gt=evaluate_gt_args,
+        subsample=subsample_arg,
+    shell:
+        "isonet evaluate-series {input.zarr:q} {input.restored:q} {output.json:q} {output.md:q}"
+        " {params.gt} {params.subsample} > {log:q} 2>&1"
 
 
 # The report's orthogonal views of one channel, at the middle time point.
