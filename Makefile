@@ -21,7 +21,7 @@ demo: $(STAMP)
 	@echo; cat results/demo/metrics.md
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
 # The workflow on a real single-node SLURM (tests/slurm/): installs slurm-wlm and munge with
 # apt-get when missing (root), starts the daemons, runs the tiny config through profiles/slurm.

@@ -146,8 +146,9 @@ def _zarr_stores(root: Path) -> list[Path]:
     return stores
 
 
-def test_every_ome_zarr_of_the_workflow_validates(tiny_run):
-    results = tiny_run / "results" / "tiny"
+def check_every_ome_zarr_of_the_workflow(results: Path) -> None:
+    """Every store of a workflow run's results validated (the test is in test_workflow.py, beside the
+    other tests of the tiny run, which `make test` keeps on one worker)."""
     stores = {str(p.relative_to(results)): p for p in _zarr_stores(results)}
     assert set(stores) == {"input.ome.zarr", "predict/predicted.ome.zarr", "predict/uncertainty.ome.zarr",
                            "restored.ome.zarr", "restored.ngff04.zarr"}, stores

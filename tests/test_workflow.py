@@ -364,6 +364,12 @@ def test_tiny_run_outputs(tiny_run):
         assert (tiny_run / "logs" / "benchmarks" / "tiny" / f"{rule}.tsv").is_file(), rule
 
 
+def test_every_ome_zarr_of_the_workflow_validates(tiny_run):
+    from test_ngff import check_every_ome_zarr_of_the_workflow  # skips when ome-zarr-models is absent
+
+    check_every_ome_zarr_of_the_workflow(tiny_run / "results" / "tiny")
+
+
 def test_tiny_run_report(tiny_run):
     result = run_snakemake(tiny_run, "--configfile", "overlay.yaml", "--report", "report.html", timeout=120)
     assert result.returncode == 0, result.stderr
