@@ -6,6 +6,19 @@ import pytest
 from _workflow import REPO, TINY, deploy, run_snakemake
 
 
+# The modules with workflow runs go first: `make test`'s workers (xdist, --dist loadfile) take
+# modules in collection order, so the longest start at once and the short ones fill in around them.
+SLOW_FIRST = ("test_timelapse_workflow.py", "test_workflow.py", "test_faults.py", "test_predict.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module is kept
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One run of the whole workflow on a 32x96x96 phantom (600 patches of 32², 3 epochs), NGFF 0.4 export on.
