@@ -46,7 +46,13 @@ def test_isonet1_architecture():
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(64, (9, 9)), (32, (5, 5)), (1, (5, 5)), (1, (1, 1))]
 
 
-@pytest.mark.parametrize("name", ["isonet2", "isonet1"])
+def test_tiny_architecture_is_a_small_isonet2():
+    tiny = build_network("tiny")
+    assert sum(p.numel() for p in tiny.parameters()) == 3681  # isonet2: 314561
+    assert tiny.receptive_radius == 16 and build_network("isonet2").receptive_radius == 36
+
+
+@pytest.mark.parametrize("name", ["isonet2", "isonet1", "tiny"])
 def test_declared_receptive_radius_bounds_the_true_one(name):
     net = build_network(name, seed=1, zero_init=False).eval()
     x = torch.rand(1, 1, 160, 160)
