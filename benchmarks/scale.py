@@ -55,20 +55,24 @@ def deploy(work: Path, base: tuple[int, int, int], args: argparse.Namespace) -> 
     (work / "config").mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
     rows = ["sample\tinput\tmodel_from"]
-    for m in MULTIPLES:
+    for m in args.multiples:
         rows.append(f"x{m}\tsynthetic\t{'x1' if m in (2, 4) else ''}")
     (work / "config" / "samples.tsv").write_text("\n".join(rows) + "\n")
     cores = args.cores
     overlay = {
         "samples": "config/samples.tsv",
-        "overrides": {f"x{m}": {"synthetic": {"shape": list(scaled_shape(base, m))}} for m in MULTIPLES},
+        "overrides": {f"x{m}": {"synthetic": {"shape": list(scaled_shape(base, m))}} for m in args.multiples},
         "patches": {"n_patches": args.patches},
-        "train": {"steps": args.train_steps, "epochs": 1},
+        "train": {"steps": args.train_steps, "epochs": 1, "model": args.model},
         "stitch": {"pyramid_levels": 3, "export_tiff": True, "export_ngff04": True},
         # every job takes all cores: one job at a time, so no job's time is shared with another's
         "resources": {"default": {"threads": cores, "mem_mb": 4000, "runtime": 600},
                       **{rule: {"threads": cores} for rule in ("train", "predict", "segment")}},
     }
+    if args.predict_block:
+        overlay["predict"] = {"block": args.predict_block}
+    if args.segment_block:
+        overlay["segment"] = {"block": args.segment_block}
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
 
 
@@ -147,6 +151,14 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=50, help="training steps (time is not what is measured)")
     p.add_argument("--patches", type=int, default=600)
     p.add_argument("--bare-slices", type=int, default=32, help="slices timed for the bare network")
+    p.add_argument("--multiples", type=int, nargs="+", default=list(MULTIPLES), choices=MULTIPLES,
+                   help="volumes to run (1 and 8 are needed; 2 and 4 only add per-voxel time points)")
+    p.add_argument("--model", default="isonet2",
+                   help="train.model; a memory run may use 'tiny' (memory does not depend on the network; "
+                        "throughput and per-voxel time then describe that network, not the default)")
+    p.add_argument("--predict-block", type=int, nargs=3, default=None,
+                   help="predict.block (default: the config's), smaller so that x1 already spans several blocks")
+    p.add_argument("--segment-block", type=int, nargs=3, default=None, help="segment.block (default: the config's)")
     p.add_argument("--workdir", default="/tmp/isonet-scale")
     p.add_argument("--keep", action="store_true", help="reuse finished jobs in --workdir")
     p.add_argument("--json", default=None)
@@ -165,8 +177,8 @@ def main() -> None:
         deploy(work, base, args)
         wall = run_workflow(work, args.cores)
 
-    records = {f"x{m}": {rule: read_record(work, f"x{m}", rule) for rule in MEASURED_RULES} for m in MULTIPLES}
-    voxels = {f"x{m}": int(np.prod(restored_shape(work, f"x{m}"))) for m in MULTIPLES}
+    records = {f"x{m}": {rule: read_record(work, f"x{m}", rule) for rule in MEASURED_RULES} for m in args.multiples}
+    voxels = {f"x{m}": int(np.prod(restored_shape(work, f"x{m}"))) for m in args.multiples}
     growth = {}
     for rule in MEASURED_RULES:
         small, large = records["x1"][rule], records["x8"][rule]
@@ -176,7 +188,8 @@ def main() -> None:
                  for rule in SCALED_RULES}
     per_voxel_ratio = {rule: round(t["x8"] / t["x1"], 3) for rule, t in per_voxel.items() if {"x1", "x8"} <= set(t)}
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["predict"]
+    defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config, segment_config = defaults["predict"], defaults["segment"]
     shape8 = restored_shape(work, "x8")
     bare = bare_network_throughput(work, shape8, args.cores, config["batch_size"], config["precision"],
                                    args.bare_slices)
@@ -202,7 +215,10 @@ def main() -> None:
                         "restored_float32_mb": round(v * 4 / 1e6, 1)} for s, v in voxels.items()},
         "records": records,
         "settings": {"base": list(base), "cores": args.cores, "train_steps": args.train_steps,
-                     "patches": args.patches, "workflow_wall_s": round(wall, 1)},
+                     "patches": args.patches, "multiples": args.multiples, "model": args.model,
+                     "predict_block": args.predict_block or config["block"],
+                     "segment_block": args.segment_block or segment_config["block"],
+                     "segment_halo": segment_config["halo"], "workflow_wall_s": round(wall, 1)},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "load_average_after": os.getloadavg()},
     }

@@ -10,8 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Valid values of the config's ``model:`` key.
-ARCHITECTURES = ("isonet2", "isonet1")
+#: Valid values of the config's ``model:`` key. ``tiny`` is IsoNet-2's shape at a hundredth of its
+#: compute (4 features, 3×3 kernels): for benchmarks and tests of the machinery (memory, sharding,
+#: resume), not for restoration.
+ARCHITECTURES = ("isonet2", "isonet1", "tiny")
+#: IsoNet-2 keyword arguments of the ``tiny`` network.
+TINY = {"base": 4, "kernel": 3}
 
 
 class IsoNet1(nn.Module):
@@ -74,8 +78,8 @@ class IsoNet2(nn.Module):
 
     def __init__(self, dropout: float = 0.2, kernel: int = 7, base: int = 16, zero_init: bool = True):
         super().__init__()
-        h = kernel // 2
-        self.receptive_radius = h + 1 + 2 * h + 2 + 4 * h + 2 + 2 * h + 1 + h
+        if kernel != 7:  # the class attribute is for 7×7 kernels: radius r at scales 1, 2, 4, 2, 1 plus offsets
+            self.receptive_radius = 10 * (kernel // 2) + 6
         self.down0 = _ConvBlock(1, base, kernel, dropout)
         self.down1 = _ConvBlock(base, 2 * base, kernel, dropout)
         self.bottom = _ConvBlock(2 * base, 4 * base, kernel, dropout)
@@ -98,7 +102,7 @@ class IsoNet2(nn.Module):
 
 
 def build_network(name: str, dropout: float = 0.2, seed: int | None = None, zero_init: bool = True) -> nn.Module:
-    """Build an untrained network by its config name (``isonet2`` or ``isonet1``).
+    """Build an untrained network by its config name (``isonet2``, ``isonet1`` or ``tiny``).
 
     ``seed`` makes the initial weights a function of the seed alone (drawn under a forked torch
     random state, so the global one is left as it was). ``zero_init`` starts IsoNet-2's residual
@@ -115,12 +119,14 @@ def build_network(name: str, dropout: float = 0.2, seed: int | None = None, zero
     from .errors import InputError  # imported here: the bioimage.io export ships this file standalone
 
     key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in ("isonet2", "isonet1"):
+    if key not in ARCHITECTURES:
         raise InputError(f"model: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(int(seed))
-        return IsoNet2(dropout=dropout, zero_init=zero_init) if key == "isonet2" else IsoNet1(dropout=dropout)
+        if key == "isonet1":
+            return IsoNet1(dropout=dropout)
+        return IsoNet2(dropout=dropout, zero_init=zero_init, **(TINY if key == "tiny" else {}))
 
 
 def halo_for(net: nn.Module, extra: int = 0) -> int:

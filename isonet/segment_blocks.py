@@ -32,12 +32,14 @@ cut by that window, see below). Why it is exact:
   whole-volume labels. The ids are kept in a scratch array (int64) between the two passes.
 
 Memory: one window of the volume (its dtype), its int32 blob labelling and boolean foreground,
-one int64 block, the splits of the blobs cut by the borders of blocks still to come (the blocks
-are visited in C order, so these lie along one z-border of blocks: a few bytes per voxel of
-those blobs) and a table of the object ids and sizes (16 bytes an object) -- set by ``block``
-and ``halo`` (and the lateral size, for the cut blobs), not by the depth of the volume. Time:
-each voxel is read and labelled about ``prod(1 + 2 halo / block)`` times (windows overlap), and
-each blob is split once; larger blocks cost memory and save time.
+one int64 block, the splits of the blobs cut by the borders of blocks still to come, kept
+within ``SPLIT_CACHE_BYTES`` (the blocks are visited in C order, so these lie along one z-border
+of blocks: a few bytes per voxel of those blobs, which grows with the lateral size; past the
+budget the splits needed furthest ahead are dropped and computed again when their block comes)
+and a table of the object ids and sizes (16 bytes an object) -- set by ``block``, ``halo`` and
+the budget, not by the volume. Time: each voxel is read and labelled about
+``prod(1 + 2 halo / block)`` times (windows overlap), and each blob is split once, or once per
+block it meets when its split was dropped; larger blocks cost memory and save time.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ DEFAULT_BLOCK = (64, 128, 128)
 #: default halo in voxels: a nucleus of up to 36 voxels across (2 x the largest phantom
 #: semi-axis of 16, plus the 4 voxels of the split box) never needs a grown window
 DEFAULT_HALO = 40
+#: bytes of blob splits kept for later blocks; past it, those needed furthest ahead are dropped
+#: and split again where their block comes (the same split: the blob and its box are the same)
+SPLIT_CACHE_BYTES = 16 << 20
 
 
 def block_slices(shape: Sequence[int], block: Sequence[int]) -> Iterator[tuple[slice, ...]]:
@@ -126,6 +131,11 @@ def _whole_blob(volume: Any, threshold: float, voxel: Sequence[int], start: Sequ
         region = _grow(box, halo, shape)
 
 
+def _nbytes(result: tuple | None) -> int:
+    """Bytes held by a split (:func:`isonet.segment.split_component`'s result)."""
+    return 0 if result is None else result[0].nbytes + result[1].nbytes + 64
+
+
 def _merge_sizes(ids: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     if not ids:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -145,6 +155,7 @@ def segment_nuclei_blocks(
     min_size: int = 64,
     sampling: Sequence[float] | None = None,
     log: Callable[[str], None] | None = None,
+    split_budget: int = SPLIT_CACHE_BYTES,
 ) -> dict:
     """:func:`isonet.segment.segment_nuclei` of a volume read and written block by block.
 
@@ -173,13 +184,17 @@ def segment_nuclei_blocks(
         As for :func:`isonet.segment.segment_nuclei`.
     log : callable, optional
         Receives a line for each object larger than the halo allows.
+    split_budget : int
+        Bytes of blob splits kept for later blocks (``SPLIT_CACHE_BYTES``); the labels do not
+        depend on it, a smaller budget recomputes more splits.
 
     Returns
     -------
     result : dict
         ``threshold`` (float), ``threshold_method`` (``"intermodes"``, ``"otsu"`` or
         ``"given"``), ``sizes`` (int64 array, the voxel count of labels ``1..N``) and
-        ``grown`` (how many times a window was grown around a large blob).
+        ``grown`` (how many times a window was grown around a large blob) and ``split_bytes``
+        (the most bytes of splits kept for later blocks at once).
 
     Examples
     --------
@@ -220,8 +235,10 @@ def segment_nuclei_blocks(
     counts: list[np.ndarray] = []
     grown = 0
     grid = tuple(-(-n // b) for n, b in zip(shape, block))
-    # splits of blobs that later blocks meet too, until the last of them (C order) is done
+    # splits of blobs that later blocks meet too, until the last of them (C order) is done,
+    # within split_budget bytes (a dropped split is computed again by the next block that needs it)
     splits: dict[int, tuple[tuple | None, int]] = {}
+    cached = peak_cached = 0
     for index, core in enumerate(cores):
         window = _grow(core, halo, shape)
         origin = [w.start for w in window]
@@ -255,6 +272,11 @@ def segment_nuclei_blocks(
                 last = int(np.ravel_multi_index(tuple((b.stop - 1) // k for b, k in zip(box, block)), grid))
                 if last > index:
                     splits[first] = (result, last)
+                    cached += _nbytes(result)
+                    while cached > split_budget:
+                        furthest = max(splits, key=lambda f: splits[f][1])
+                        cached -= _nbytes(splits.pop(furthest)[0])
+                    peak_cached = max(peak_cached, cached)
             if result is None:
                 continue
             split, write, k = result
@@ -274,6 +296,7 @@ def segment_nuclei_blocks(
             merged = _merge_sizes(ids, counts)
             ids, counts = [merged[0]], [merged[1]]
         splits = {first: kept for first, kept in splits.items() if kept[1] > index}
+        cached = sum(_nbytes(result) for result, _ in splits.values())
         del comps, blobs, provisional
 
     keys, sizes = _merge_sizes(ids, counts)
@@ -285,4 +308,5 @@ def segment_nuclei_blocks(
         found = (provisional > 0) & (rank < len(kept))
         found[found] = kept[rank[found]] == provisional[found]
         out[core] = np.where(found, rank + 1, 0).astype(np.int32)
-    return {"threshold": float(threshold), "threshold_method": method, "sizes": sizes[keep], "grown": grown}
+    return {"threshold": float(threshold), "threshold_method": method, "sizes": sizes[keep], "grown": grown,
+            "split_bytes": peak_cached}

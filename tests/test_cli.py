@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,37 @@ def test_bad_argument_values_are_one_line_usage_errors(capsys):
         assert info.value.code == 2
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
+
+
+_FREED_BLOCKS = """
+import sys, numpy as np
+from isonet.cli import return_large_frees_to_the_os
+if sys.argv[1] == "set":
+    assert return_large_frees_to_the_os()
+def rss_mb():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) // 1024
+big = np.ones(40 << 18, np.float32)  # above glibc's largest dynamic threshold: mapped, freed, returned
+del big
+pins = []
+for _ in range(20):  # a stage's loop: a 4 MiB working block per step, small objects kept meanwhile
+    block = np.ones(4 << 18, np.float32)
+    pins.append(np.ones(16000))
+    del block
+before = rss_mb()
+held = [np.ones(4 << 18, np.float32) for _ in range(10)]  # 40 MiB of working blocks at once, then freed
+pins += [np.ones(16000) for _ in range(10)]
+del held
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or sys.platform != "linux", reason="glibc/Linux only")
+def test_freed_working_blocks_leave_resident_memory_once_the_cli_sets_the_mmap_threshold():
+    import subprocess
+
+    def kept_mb(mode):
+        out = subprocess.run([sys.executable, "-c", _FREED_BLOCKS, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert kept_mb("default") >= 30  # glibc's dynamic threshold: the 40 MiB freed stay in the heap
+    assert kept_mb("set") <= 2  # what every isonet command now does first

@@ -1,6 +1,7 @@
 """The evaluate stage reads volumes in slabs and blocks, and its figures equal the in-memory ones."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,35 @@ def test_series_evaluation_per_time_point_and_channel_equals_in_memory(tmp_path)
                                          r"point 0 of channel 2; it must have the time points and channels of the input file"):
         evaluate_series_stage(converted, tmp_path / "restored.ome.zarr", tmp_path / "m2.json", tmp_path / "m2.md",
                               gt=short)
+
+def _resident_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_reading_a_mapped_tiff_through_planes_view_leaves_it_unresident(tmp_path):
+    from isonet.stages.views import PlanesView
+    from isonet.storage import open_volume
+
+    data = np.random.default_rng(0).random((64, 256, 256), dtype=np.float32)  # 16 MiB, stored uncompressed
+    path = tmp_path / "gt.tif"
+    tifffile.imwrite(path, data)
+    array, _, close = open_volume(path)
+    try:
+        assert isinstance(array, np.memmap)
+        view = PlanesView(array, np.float32, n_planes=60)
+        total = sum(float(view[z:z + 8].sum(dtype=np.float64)) for z in range(0, 60, 8))
+        assert total == pytest.approx(float(data[:60].sum(dtype=np.float64)), rel=1e-9)
+        assert _resident_kb(path) < 1024  # without dropping the pages: all 15 MiB read stay resident
+        np.asarray(array[:60]).sum()  # a plain read keeps them: the measurement does see mapped pages
+        assert _resident_kb(path) > 14 * 1024
+    finally:
+        close()

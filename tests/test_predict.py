@@ -23,11 +23,10 @@ def net():
 
 @pytest.fixture(scope="module")
 def small_net():
-    # the tiling logic does not depend on the network: a 3×3, 4-feature IsoNet-2 (receptive radius 16
-    # instead of 36) keeps the block-wise tests that need many restorations quick; the default network's
-    # own block-wise equality is test_blockwise_equals_whole_volume
-    torch.manual_seed(0)
-    return prepare_model(IsoNet2(kernel=3, base=4, zero_init=False), torch.device("cpu"))
+    # the tiling logic does not depend on the network: the 'tiny' IsoNet-2 (3×3, 4 features, receptive
+    # radius 16 instead of 36) keeps the block-wise tests that need many restorations quick; the default
+    # network's own block-wise equality is test_blockwise_equals_whole_volume
+    return prepare_model(build_network("tiny", seed=0, zero_init=False), torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +54,15 @@ def test_isonet1_architecture():
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(64, (9, 9)), (32, (5, 5)), (1, (5, 5)), (1, (1, 1))]
 
 
-@pytest.mark.parametrize("name", ["isonet2", "isonet1", "isonet2-3x3"])
+def test_tiny_architecture_is_a_small_isonet2():
+    tiny = build_network("tiny")
+    assert sum(p.numel() for p in tiny.parameters()) == 3681  # isonet2: 314561
+    assert tiny.receptive_radius == 16 and build_network("isonet2").receptive_radius == 36
+
+
+@pytest.mark.parametrize("name", ["isonet2", "isonet1", "tiny"])
 def test_declared_receptive_radius_bounds_the_true_one(name):
-    if name == "isonet2-3x3":
-        torch.manual_seed(1)
-        net = IsoNet2(kernel=3, base=4, zero_init=False).eval()
-        assert net.receptive_radius == 16
-    else:
-        net = build_network(name, seed=1, zero_init=False).eval()
+    net = build_network(name, seed=1, zero_init=False).eval()
     x = torch.rand(1, 1, 160, 160)
     with torch.no_grad():
         for pos in (80, 81, 82, 83):

@@ -82,6 +82,20 @@ def test_blocks_equal_whole_volume_labels(crowded, block, halo):
     assert seg_score(truth, out) > 0.8
 
 
+def test_split_budget_bounds_the_kept_splits_and_not_the_labels(crowded):
+    vol = crowded[0]
+    runs = {}
+    for budget in (1 << 30, 200_000, 0):
+        out, scratch = np.zeros(vol.shape, np.int32), np.zeros(vol.shape, np.int64)
+        result = segment_nuclei_blocks(vol, out, scratch, block=(16, 48, 48), halo=24, min_size=20,
+                                       split_budget=budget)
+        runs[budget] = out, result["split_bytes"]
+    unbounded = runs[1 << 30][1]
+    assert unbounded > 400_000  # the blobs cut by the z-borders of blocks, kept for the next layer
+    assert 0 < runs[200_000][1] <= 200_000 and runs[0][1] == 0
+    assert np.array_equal(runs[200_000][0], runs[1 << 30][0]) and np.array_equal(runs[0][0], runs[1 << 30][0])
+
+
 def test_blocks_handle_enclosed_blobs_and_the_volume_corner():
     # a hollow shell (its cavity filled) holding a ball, and a blob at voxel (0, 0, 0)
     z, y, x = np.ogrid[:40, :40, :40]

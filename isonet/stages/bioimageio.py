@@ -42,7 +42,7 @@ CITATION = {
             "images using convolutional neural networks. MICCAI 2017.",
     "doi": "10.1007/978-3-319-66185-8_15",
 }
-_CALLABLES = {"isonet2": "IsoNet2", "isonet1": "IsoNet1"}
+_CALLABLES = {"isonet2": "IsoNet2", "isonet1": "IsoNet1", "tiny": "IsoNet2"}
 
 
 def _yaml(obj, indent: int = 0) -> str:
@@ -146,8 +146,12 @@ def export_bioimageio_stage(model_path, out_zip, name: str | None = None, author
     with torch.no_grad():
         y = norm.invert(net.eval()(torch.from_numpy(norm.apply(x))).numpy())
     kwargs = {"dropout": float(meta.get("dropout", 0.2))}
-    if architecture == "isonet2":
+    if architecture in ("isonet2", "tiny"):
         kwargs["zero_init"] = False
+    if architecture == "tiny":
+        from isonet.nets import TINY
+
+        kwargs.update(TINY)
     scale = norm.high - norm.low
     isonet_meta = {"factor": int(meta["factor"]), "architecture": architecture,
                    "normalization": norm.to_dict(), "receptive_radius": int(meta["receptive_radius"]),
