@@ -22,6 +22,7 @@ from isonet.stages.common import axial_factor, check_output_path
 from isonet.stages.segment import segment_to_zarr
 from isonet.stages.views import CubicUpsampledView, PlanesView
 from isonet.storage import (
+    channel_labels,
     create_ome_zarr,
     image_axes,
     open_hyperstack,
@@ -197,8 +198,7 @@ def evaluate_series_stage(input_zarr, restored_zarr, out_json, out_md, gt=None, 
     source = _stored_provenance(input_zarr) or {}
     times = made.get("timepoints") or list(range(n_t))  # restored index -> converted input index
     chans = made.get("source_channels") or list(range(n_c))
-    omero = (zarr.open_group(restored_zarr, mode="r").attrs.get("ome") or {}).get("omero") or {}
-    names = [ch.get("label") if isinstance(ch, dict) else None for ch in omero.get("channels") or []]
+    names = channel_labels(restored_zarr)
     volumes = []
     with contextlib.ExitStack() as stack:
         truth = {}

@@ -23,6 +23,7 @@ from isonet.storage import (
     IndexedView,
     atomic_path,
     build_pyramid,
+    channel_labels,
     create_labels,
     create_ome_zarr,
     image_axes,
@@ -158,9 +159,8 @@ def _segment_volume(image_zarr, volume, target, threshold, block, halo, min_dist
 def _channel_of(image_zarr, lead_axes: list[str], shape, channel) -> tuple[int, str]:
     """Index and name of the channel to segment (``channel`` an index or a name from ``omero``)."""
     n = int(shape[lead_axes.index("c")]) if "c" in lead_axes else 1
-    omero = (zarr.open_group(image_zarr, mode="r").attrs.get("ome") or {}).get("omero") or {}
-    names = [str(ch.get("label") or f"c{i}") for i, ch in enumerate(omero.get("channels") or [])][:n]
-    names += [f"c{i}" for i in range(len(names), n)]
+    labels = channel_labels(image_zarr)
+    names = [(labels[i] if i < len(labels) else None) or f"c{i}" for i in range(n)]
     if channel is None:
         if n == 1:
             return 0, names[0]

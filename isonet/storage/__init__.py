@@ -11,6 +11,7 @@ from isonet.storage.omezarr import (
     channel_axis,
     create_labels,
     create_ome_zarr,
+    channel_labels,
     image_axes,
     label_name,
     omero_channels,
@@ -24,7 +25,8 @@ from isonet.storage.voxels import check_voxel_size
 from isonet.storage.hyperstack import Hyperstack, open_hyperstack  # noqa: E402  (after volumes)
 
 __all__ = [
-    "Acquisition", "AxesView", "ChannelInfo", "Hyperstack", "IndexedView", "channel_axis", "image_axes", "label_name",
+    "Acquisition", "AxesView", "ChannelInfo", "Hyperstack", "IndexedView", "channel_axis", "channel_labels",
+    "image_axes", "label_name",
     "omero_channels", "open_hyperstack",
     "time_axis",
     "IMAGEJ_DTYPES", "NGFF_VERSION", "PYRAMID_BLOCK_BYTES", "SPATIAL_AXES", "TIFF_SUFFIXES", "WRITE_CONFIG",

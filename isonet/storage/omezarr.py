@@ -497,6 +497,13 @@ def image_axes(path: str | os.PathLike) -> list[str]:
     return names
 
 
+def channel_labels(path: str | os.PathLike) -> list[str | None]:
+    """The channel names an OME-Zarr image's ``omero`` metadata give (None where a channel has none); [] without."""
+    omero = (zarr.open_group(path, mode="r").attrs.get("ome") or {}).get("omero") or {}
+    return [str(ch["label"]) if isinstance(ch, dict) and ch.get("label") else None
+            for ch in omero.get("channels") or []]
+
+
 def _volume_index(multiscale: dict, shape: Sequence[int], t: int | None, c: int | None,
                   path: Path) -> tuple[int, ...]:
     """Indices of the axes before z, y, x that select time point ``t`` and channel ``c``."""
