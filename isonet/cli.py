@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="halve the learning rate after this many epochs without improvement (default: constant)")
     s.add_argument("--warmup-steps", type=_count, default=100,
                    help="ramp the learning rate up over this many first steps (0: none, as in the paper)")
+    s.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"],
+                   help="after the warm-up: plateau (constant, halved by --lr-patience) or cosine (down to 0 "
+                        "at the end of the step or time budget)")
 
     s = sub.add_parser("predict", help="block-wise axial restoration into an OME-Zarr")
     s.add_argument("input_zarr")
@@ -406,7 +409,8 @@ def run(args: argparse.Namespace):
         return train_stage(args.patches_npz, args.psf_json, args.model_out, args.curve_tsv, args.checkpoint, args.model,
                            args.epochs, args.steps, args.minutes, args.batch_size, args.learning_rate,
                            args.validation_fraction, args.dropout, args.device, args.precision, args.seed,
-                           args.threads, args.lr_patience, args.warmup_steps)
+                           args.threads, args.lr_patience, args.warmup_steps,
+                           args.schedule)
     if c == "predict":
         from isonet.stages.predict import predict_stage
 

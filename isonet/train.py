@@ -55,6 +55,10 @@ class TrainConfig:
     #: full rate move every weight by about the rate at once, which can silence all ReLUs of a
     #: layer for good (IsoNet-2 then outputs its input unchanged); a short ramp avoids that.
     warmup_steps: int = 100
+    #: Learning-rate schedule after the warm-up: ``plateau`` (constant, halved by
+    #: ``lr_patience`` when given) or ``cosine`` (from the full rate down to 0 at the end of the
+    #: budget: of ``steps`` (or ``epochs``), or of ``minutes`` when that ends first).
+    schedule: str = "plateau"
 
 
 @dataclass
@@ -105,6 +109,24 @@ def pick_device(device: str = "auto") -> torch.device:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError("device: 'cuda' was requested but no CUDA GPU is visible; set device: auto or cpu")
     return torch.device(device)
+
+
+def scheduled_rate(config: TrainConfig, step: int, seconds: float, max_steps: int) -> float | None:
+    """The learning rate of optimiser step ``step`` (0-based), or None where a plateau scheduler sets it.
+
+    The first ``warmup_steps`` ramp up linearly. After them ``cosine`` follows half a cosine from
+    the full rate to 0 over the rest of the budget; its progress is the larger of the steps done
+    and, with a ``minutes`` budget, the time spent, so a time-limited run also ends annealed.
+    """
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    if config.schedule != "cosine":
+        return None
+    span = max(1, max_steps - config.warmup_steps)
+    progress = (step - config.warmup_steps) / span
+    if config.minutes is not None:
+        progress = max(progress, seconds / (60 * config.minutes))
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +187,9 @@ def fit(
     model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = None
-    if config.lr_patience is not None:
+    if config.schedule not in ("plateau", "cosine"):
+        raise InputError(f"train.schedule: {config.schedule!r} is not a schedule; give plateau or cosine")
+    if config.lr_patience is not None and config.schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
     state = state or TrainState()
     if state.model is not None:
@@ -217,9 +241,10 @@ def fit(
                 if rng.random() < 0.5:
                     xb, yb = torch.flip(xb, (d,)), torch.flip(yb, (d,))
             xb = xb.contiguous(memory_format=torch.channels_last)
-            if state.step < config.warmup_steps:
+            rate = scheduled_rate(config, state.step, state.seconds, max_steps)
+            if rate is not None:
                 for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * (state.step + 1) / config.warmup_steps
+                    group["lr"] = rate
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = model(xb)

@@ -203,3 +203,56 @@ def test_untrained_isonet2_returns_its_input():
     net = build_network("isonet2").eval()
     x = torch.rand(2, 1, 32, 40)
     assert torch.equal(net(x), x)
+
+
+def test_cosine_schedule_warms_up_then_anneals_to_zero_at_the_budget():
+    from isonet.train import scheduled_rate
+
+    cfg = TrainConfig(steps=110, warmup_steps=10, learning_rate=1e-3, schedule="cosine")
+    rates = [scheduled_rate(cfg, s, 0.0, 110) for s in range(110)]
+    assert abs(rates[0] - 1e-4) < 1e-12 and abs(rates[9] - 1e-3) < 1e-12  # linear ramp
+    assert abs(rates[10] - 1e-3) < 1e-12 and abs(rates[60] - 0.5e-3) < 1e-12  # half-way: half the rate
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 1e-6
+    # a minutes budget that ends first drives the progress: half the time spent is half the rate
+    timed = TrainConfig(steps=10_000, minutes=2.0, warmup_steps=10, learning_rate=1e-3, schedule="cosine")
+    assert abs(scheduled_rate(timed, 20, 60.0, 10_000) - 0.5e-3) < 1e-9
+    assert scheduled_rate(timed, 20, 500.0, 10_000) == 0.0
+    # plateau leaves the rate to its scheduler after the warm-up
+    assert scheduled_rate(TrainConfig(warmup_steps=10), 10, 0.0, 100) is None
+
+
+def test_cosine_training_ends_annealed_and_an_interrupted_run_resumes_exactly():
+    X, Y = _pairs(96, seed=5)  # 86 training patches: 6 steps of 16 per epoch
+    cfg = TrainConfig(steps=15, batch_size=16, seed=0, precision="fp32", warmup_steps=3, learning_rate=2e-3,
+                      schedule="cosine")
+    whole = fit(build_network("isonet2", seed=0), X, Y, cfg, log=lambda m: None)
+    assert [r["step"] for r in whole.history] == [6, 12, 15]
+    assert whole.history[-1]["learning_rate"] < 1e-4 < whole.history[0]["learning_rate"]
+
+    class Killed(Exception):
+        pass
+
+    saved = []
+
+    def kill_after_first_epoch(state):
+        saved.append(TrainState.from_dict({k: (v.copy() if isinstance(v, list) else v)
+                                           for k, v in state.to_dict().items()}))
+        raise Killed
+
+    try:
+        fit(build_network("isonet2", seed=0), X, Y, cfg, on_epoch_end=kill_after_first_epoch, log=lambda m: None)
+    except Killed:
+        pass
+    resumed = fit(build_network("isonet2", seed=0), X, Y, cfg, state=saved[0], log=lambda m: None)
+    assert [r["learning_rate"] for r in resumed.history] == [r["learning_rate"] for r in whole.history]
+    assert all(torch.equal(whole.model[k], resumed.model[k]) for k in whole.model)
+
+
+def test_unknown_schedule_is_a_one_line_error():
+    import pytest
+
+    from isonet.errors import InputError
+
+    X, Y = _pairs(48, seed=6)
+    with pytest.raises(InputError, match="train.schedule: 'linear' is not a schedule; give plateau or cosine"):
+        fit(build_network("isonet2", seed=0), X, Y, TrainConfig(steps=1, schedule="linear"), log=lambda m: None)
