@@ -1,0 +1,132 @@
+"""The demo under training variants, several seeds each: what `make demo` restores and segments.
+
+Each (variant, seed) is a whole workflow run of the demo sample in its own directory
+(``WORKDIR/<variant>_s<seed>/``): this repository's workflow and ``config/config.yaml`` with the
+variant's keys set under ``overrides.demo`` and ``train.seed`` = seed. A variant whose name ends
+in ``_tta`` reuses the trained model of the variant without the suffix (its directory is copied,
+so only predict and what follows run again). Figures come from the run's own records:
+``results/demo/metrics.json`` (PSNR after the affine fit vs GT and iso-GT, SEG of all nuclei and of
+the interior ones, gap closed), the train log (steps, best validation PSNR, training seconds) and
+Snakemake's benchmark records (seconds per rule), plus the whole run's wall time.
+
+Usage (from the repository root; the runs take ~10 min each on 2 CPU cores)::
+
+    python benchmarks/demo_variants.py WORKDIR OUT.json cos600 plat600 --seeds 0 1 2
+    python benchmarks/demo_variants.py WORKDIR OUT.json --records-only   # tabulate finished runs
+
+Variants are defined in ``VARIANTS`` below (the overrides each one sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+VARIANTS = {
+    # the defaults before the cosine schedule: 1800 steps at a constant rate (halved on a plateau)
+    "plat1800": {"train": {"steps": 1800, "schedule": "plateau"}},
+    "plat600": {"train": {"steps": 600, "schedule": "plateau"}},
+    "cos600": {"train": {"steps": 600, "schedule": "cosine"}},
+    "cos600_tta": {"train": {"steps": 600, "schedule": "cosine"}, "predict": {"tta": True}},
+    "cos600d0": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0}},
+}
+
+
+def run_variant(workdir: Path, variant: str, seed: int, snakemake: str) -> None:
+    run = workdir / f"{variant}_s{seed}"
+    base = variant.removesuffix("_tta")
+    if base != variant:  # same model, restored again with the variant's predict settings
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(workdir / f"{base}_s{seed}", run, symlinks=True)
+        (run / "wall.txt").unlink(missing_ok=True)
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        (run / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "samples.tsv", run / "config" / "samples.tsv")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    overrides = json.loads(json.dumps(VARIANTS[variant]))
+    overrides.setdefault("train", {})["seed"] = seed
+    config["samples"] = "config/samples.tsv"
+    config["overrides"] = {"demo": overrides}
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    t0 = time.time()
+    with open(run / "snake.log", "w") as log:
+        subprocess.run([snakemake, "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "2", "--rerun-incomplete"],
+                       cwd=run, stdout=log, stderr=subprocess.STDOUT, check=True)
+    (run / "wall.txt").write_text(f"wall {time.time() - t0:.0f}\n")
+
+
+def records(run: Path) -> dict:
+    """The figures of one finished run."""
+    m = json.loads((run / "results/demo/metrics.json").read_text())
+    seg, inner = m["seg"], m["seg_interior"]
+    log = (run / "logs/demo/train.log").read_text()
+    rule_s = {}
+    for tsv in sorted((run / "logs/benchmarks/demo").glob("*.tsv")):
+        rule_s[tsv.stem] = float(tsv.read_text().splitlines()[1].split("\t")[0])
+    wall = (run / "wall.txt").read_text().split()[1] if (run / "wall.txt").exists() else None
+    return {
+        "psnr_gt": m["psnr"]["gt"]["restored"], "psnr_iso_gt": m["psnr"]["iso_gt"]["restored"],
+        "psnr_gt_cubic": m["psnr"]["gt"]["cubic"], "psnr_iso_gt_cubic": m["psnr"]["iso_gt"]["cubic"],
+        "seg": seg["restored"], "seg_input": seg["input"], "seg_iso_gt": seg["iso_gt"], "gap_closed": seg["gap_closed"],
+        "seg_interior": inner["restored"], "seg_interior_input": inner["input"], "seg_interior_iso_gt": inner["iso_gt"],
+        "gap_closed_interior": (inner["restored"] - inner["input"]) / (inner["iso_gt"] - inner["input"]),
+        "interior_nuclei": inner["n_objects"], "z_margin": inner["z_margin"],
+        "best_val_psnr": -float(re.findall(r"best validation loss (-?[\d.]+)", log)[-1]),
+        "steps": int(re.findall(r"step (\d+)/", log)[-1]),
+        "rule_seconds": rule_s, "wall_seconds": float(wall) if wall else None,
+    }
+
+
+def summarise(runs: dict) -> dict:
+    keys = ("psnr_gt", "psnr_iso_gt", "seg", "gap_closed", "seg_interior", "gap_closed_interior", "best_val_psnr")
+    out = {}
+    for variant in sorted({n.rsplit("_s", 1)[0] for n in runs}):
+        rs = [r for n, r in runs.items() if n.rsplit("_s", 1)[0] == variant]
+        out[variant] = {"n": len(rs), **{k: {"mean": statistics.mean(r[k] for r in rs),
+                                              "std": statistics.stdev(r[k] for r in rs) if len(rs) > 1 else None}
+                                          for k in keys}}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workdir", type=Path)
+    ap.add_argument("out_json", type=Path)
+    ap.add_argument("variants", nargs="*", choices=sorted(VARIANTS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--records-only", action="store_true", help="tabulate the finished runs in WORKDIR")
+    ap.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
+    a = ap.parse_args()
+    if not a.records_only:
+        for seed in a.seeds:
+            for variant in a.variants:
+                run_variant(a.workdir, variant, seed, a.snakemake)
+    runs = {p.name: records(p) for p in sorted(a.workdir.iterdir())
+            if re.fullmatch(r".+_s\d+", p.name) and (p / "results/demo/metrics.json").exists()}
+    summary = summarise(runs)
+    for name, r in runs.items():
+        print(f"{name:18s} GT {r['psnr_gt']:.2f} iso-GT {r['psnr_iso_gt']:.2f} SEG {r['seg']:.3f} "
+              f"({100 * r['gap_closed']:.0f} %) interior {r['seg_interior']:.3f} ({100 * r['gap_closed_interior']:.0f} %) "
+              f"val {r['best_val_psnr']:.2f} train {r['rule_seconds'].get('train', float('nan')):.0f} s "
+              f"predict {r['rule_seconds'].get('predict', float('nan')):.0f} s wall {r['wall_seconds']}")
+    for variant, s in summary.items():
+        print(variant, s["n"], {k: (round(v["mean"], 3), v["std"] and round(v["std"], 3))
+                                for k, v in s.items() if k != "n"})
+    a.out_json.write_text(json.dumps({"variants": VARIANTS, "runs": runs, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
