@@ -7,10 +7,10 @@ and ``input.ome.zarr``, and the synthetic sample's references in
 (a, b) of a layout ``TYxTX`` is the sample flipped in y when a is odd and in x when b is odd, so
 neighbouring tiles meet without a seam; z is untouched, so every tile is a whole restoration (each
 nucleus keeps its shape) and the acquired input's axial factor still holds. The acquired input,
-GT, iso-GT and GT labels are tiled the same way. GT labels get new ids per tile; a nucleus cut
-by a tile's border continues into its mirror image across the seam, and is one object spanning
-the seam in the GT labels too (its ids on both sides are merged), as it is one blob in the
-restoration.
+GT, iso-GT and GT labels are tiled the same way. GT labels get new ids per tile, so a nucleus cut
+by a tile's border and its mirror image across the seam are two objects (the segmentation of the
+restoration keeps them apart too: 746 objects for 4 x 188 at 2x2); ``--merge-seams`` makes
+them one.
 
 Everything is written as the workflow writes it: the acquired TIFF through
 :func:`isonet.storage.export_tiff` and ``isonet convert`` with the run's ``convert`` settings;
@@ -94,12 +94,19 @@ class MirrorTiles:
         return self.lut[tile[None], part]
 
 
-def tiled_label_ids(labels: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
+def tiled_label_ids(labels: np.ndarray, tiles: tuple[int, int], merge_seams: bool = False) -> np.ndarray:
     """New ids of the labels of every tile: ``lut[tile, label]``, tile ``a * tx + b``, 0 stays 0.
 
-    Each tile's objects get ids of their own, except that an object on a tile's border is one
-    object with its mirror image across the seam (the two touch there, voxel for voxel): their
-    ids are merged. Ids are numbered 1..N in the order of (tile, label).
+    Each tile's objects get ids of their own. With ``merge_seams`` an object on a tile's border
+    is one object with its mirror image across the seam (the two touch there, voxel for voxel):
+    their ids are merged. Ids are numbered 1..N in the order of (tile, label).
+
+    Examples
+    --------
+    >>> tiled_label_ids(np.array([[[0, 1, 2]]]), (1, 2)).tolist()
+    [[0, 1, 2], [0, 3, 4]]
+    >>> tiled_label_ids(np.array([[[0, 1, 2]]]), (1, 2), merge_seams=True).tolist()
+    [[0, 1, 2], [0, 3, 2]]
     """
     ty, tx = tiles
     n = int(labels.max()) + 1
@@ -117,11 +124,11 @@ def tiled_label_ids(labels: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
             parent[max(ra, rb)] = min(ra, rb)
 
     # the seam between tiles a and a+1 along y is the source row that tile a ends on (and a+1 starts on)
-    for a in range(ty - 1):
+    for a in range(ty - 1 if merge_seams else 0):
         row = labels[:, -1 if a % 2 == 0 else 0, :]
         for b in range(tx):
             merge(a * tx + b, (a + 1) * tx + b, row)
-    for b in range(tx - 1):
+    for b in range(tx - 1 if merge_seams else 0):
         column = labels[:, :, -1 if b % 2 == 0 else 0]
         for a in range(ty):
             merge(a * tx + b, a * tx + b + 1, column)
@@ -153,7 +160,8 @@ def run_quiet(cmd: list[str], log: Path) -> None:
             raise SystemExit(f"{' '.join(map(str, cmd))} failed; see {log}")
 
 
-def build(run: Path, sample: str, tiles: tuple[int, int], work: Path, config: dict) -> dict:
+def build(run: Path, sample: str, tiles: tuple[int, int], work: Path, config: dict,
+          merge_seams: bool = False) -> dict:
     """Write the tiled acquired input (converted), restoration (stitched) and references into ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     results, synthetic = run / "results" / sample, run / "resources" / "synthetic" / sample
@@ -164,7 +172,7 @@ def build(run: Path, sample: str, tiles: tuple[int, int], work: Path, config: di
         array, voxel_size, close = open_volume(synthetic / (REFERENCES.get(name) or f"{name}.tif"))
         volumes[name] = (np.asarray(array[:]), voxel_size)
         close()
-    lut = tiled_label_ids(volumes["gt_labels"][0], tiles)
+    lut = tiled_label_ids(volumes["gt_labels"][0], tiles, merge_seams)
 
     acquired, acquired_voxel = volumes["acquired"]
     export_tiff(MirrorTiles(acquired, tiles), work / "acquired.tif", acquired_voxel)
@@ -192,8 +200,8 @@ def build(run: Path, sample: str, tiles: tuple[int, int], work: Path, config: di
         volume, voxel_size = volumes[name]
         export_tiff(MirrorTiles(volume, tiles, lut if name == "gt_labels" else None), work / filename, voxel_size)
     summary = {"tiles": list(tiles), "restored_shape": list(tiled.shape), "voxels": int(np.prod(tiled.shape)),
-               "restored_float32_mb": round(int(np.prod(tiled.shape)) * 4 / 2**20, 1),
-               "gt_objects": int(lut.max()), "sample_gt_objects": int(len(np.unique(volumes["gt_labels"][0])) - 1)}
+               "restored_float32_mib": round(int(np.prod(tiled.shape)) * 4 / 2**20, 1),
+               "gt_objects": int(lut.max()), "gt_seams_merged": merge_seams, "sample_gt_objects": int(len(np.unique(volumes["gt_labels"][0])) - 1)}
     (work / "built.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -209,9 +217,15 @@ def measured(cmd: list[str], log: Path) -> dict:
     load = os.getloadavg()[0]
     with open(log, "w") as out:
         code = subprocess.run([*MEASURE, *cmd], stdout=out, stderr=subprocess.STDOUT).returncode
-    text = log.read_text()
     if code:
         raise SystemExit(f"{' '.join(cmd)} failed ({code}); see {log}")
+    return {**figures_from_log(log.read_text()), "load_before": round(load, 2),
+            "load_after": round(os.getloadavg()[0], 2)}
+
+
+def figures_from_log(text: str) -> dict:
+    """Peak RSS (MiB), wall, user and system seconds from ``/usr/bin/time -v``'s report at the end of a stage's log,
+    and the windows segment grew around blobs larger than the halo allows (its warnings)."""
 
     def field(name: str) -> str:
         return re.search(rf"^\s*{re.escape(name)}: (.+)$", text, re.M).group(1).strip()
@@ -224,7 +238,6 @@ def measured(cmd: list[str], log: Path) -> dict:
     return {"max_rss_mib": round(int(field("Maximum resident set size (kbytes)")) / 1024, 1),
             "wall_s": round(wall, 1), "user_s": float(field("User time (seconds)")),
             "system_s": float(field("System time (seconds)")),
-            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
             "grown_windows": len(grown), "largest_grown_blob": list(largest) if largest else None}
 
 
@@ -252,6 +265,11 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/isonet-segment-eval-tiled")
     p.add_argument("--keep", action="store_true", help="reuse volumes already built in --workdir")
     p.add_argument("--stages", nargs="+", choices=["segment", "evaluate"], default=["segment", "evaluate"])
+    p.add_argument("--merge-seams", action="store_true",
+                   help="GT labels: an object cut by a tile's border and its mirror image are one object "
+                        "(default: each tile's objects keep ids of their own)")
+    p.add_argument("--records-only", action="store_true",
+                   help="run nothing: take the figures from the stage logs of an earlier run in --workdir")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args()
     run = Path(args.run)
@@ -262,16 +280,26 @@ def main() -> None:
     for layout in args.layouts:
         tiles = tuple(int(t) for t in layout.split("x"))
         work = Path(args.workdir) / layout
-        if args.keep and (work / "built.json").exists():
+        if (args.keep or args.records_only) and (work / "built.json").exists():
             built = json.loads((work / "built.json").read_text())
+            if "restored_float32_mb" in built:  # written by the first version of this script, in MiB
+                built["restored_float32_mib"] = built.pop("restored_float32_mb")
+        elif args.records_only:
+            raise SystemExit(f"{work}: no volumes built there (built.json); run without --records-only first")
         else:
             shutil.rmtree(work, ignore_errors=True)
             t0 = time.perf_counter()
-            built = build(run, args.sample, tiles, work, config)
+            built = build(run, args.sample, tiles, work, config, args.merge_seams)
             print(f"{layout}: built {built['restored_shape']} in {time.perf_counter() - t0:.0f} s", flush=True)
         entry = {**built, "stages": {}}
         for stage, cmd in stage_commands(work, config).items():
             if stage not in args.stages:
+                continue
+            if args.records_only:
+                log = work / f"{stage}.log"
+                if log.exists() and "Maximum resident set size" in log.read_text():
+                    entry["stages"][stage] = {**figures_from_log(log.read_text()),
+                                              "command": " ".join(MEASURE + cmd)}
                 continue
             if stage == "segment" and (work / "restored.ome.zarr" / "labels").exists():
                 shutil.rmtree(work / "restored.ome.zarr" / "labels")
@@ -290,6 +318,8 @@ def main() -> None:
     small, large = runs[args.layouts[0]], runs[args.layouts[-1]]
     growth, time_ratio = {}, {}
     for stage in args.stages:
+        if stage not in small["stages"] or stage not in large["stages"]:
+            continue
         a, b = small["stages"][stage], large["stages"][stage]
         growth[stage] = round(b["max_rss_mib"] / a["max_rss_mib"], 3)
         time_ratio[stage] = {
@@ -300,7 +330,7 @@ def main() -> None:
     result = {
         "memory_growth": growth, "per_voxel_time_ratio": time_ratio,
         "voxel_ratio": round(large["voxels"] / small["voxels"], 3),
-        "larger_volume_exceeds_smaller_peak": large["restored_float32_mb"] > peak_small,
+        "larger_volume_exceeds_smaller_peak": large["restored_float32_mib"] > peak_small,
         "sample": {"run": str(run), "sample": args.sample, "seg": sample_metrics.get("seg"),
                    "n_objects": sample_labels.get("n_objects"), "restored_shape": sample_metrics.get("restored_shape")},
         "settings": config, "runs": runs, "command": " ".join(sys.argv),
@@ -308,9 +338,9 @@ def main() -> None:
     }
     print(f"x{result['voxel_ratio']:.0f} the voxels: " + ", ".join(
         f"{s} peak x{growth[s]:.2f}, time per voxel x{time_ratio[s]['wall']:.2f} wall / x{time_ratio[s]['cpu']:.2f} cpu"
-        for s in args.stages))
+        for s in growth))
     for layout, entry in runs.items():
-        if "seg" in entry:
+        if entry.get("seg"):
             print(f"{layout}: SEG restored {entry['seg'].get('restored'):.4f} (sample {result['sample']['seg']['restored']:.4f}), "
                   f"objects {entry.get('n_objects')} vs GT {entry['gt_objects']}")
     if args.json:
