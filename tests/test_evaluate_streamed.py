@@ -148,3 +148,36 @@ def test_reading_a_mapped_tiff_through_planes_view_leaves_it_unresident(tmp_path
         assert _resident_kb(path) > 14 * 1024
     finally:
         close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_a_block_of_many_planes_read_from_a_mapped_tiff_maps_one_plane_at_a_time(tmp_path, monkeypatch):
+    # the kernel maps a file's cached pages in whole folios (up to 2 MiB): read through the mapping
+    # in one go, rows 0:128 of 16 planes (8 MiB) left every plane's folios mapped (up to 32 MiB here),
+    # so convert's and evaluate's peaks followed the planes' width
+    import isonet.storage.tiff as tiff
+    from isonet.stages.views import PlanesView
+    from isonet.storage import open_volume, read_planes
+
+    data = np.random.default_rng(0).random((16, 512, 1024), dtype=np.float32)  # 2 MiB planes
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, data)
+    mapped_kb = []
+    drop = tiff.drop_mapped_pages
+
+    def measured_drop(array):
+        mapped_kb.append(_resident_kb(path))
+        drop(array)
+
+    monkeypatch.setattr(tiff, "drop_mapped_pages", measured_drop)
+    array, _, close = open_volume(path)
+    try:
+        assert isinstance(array, np.memmap)
+        np.testing.assert_array_equal(read_planes(array, 0, 16, path, rows=(0, 128)), data[:, :128])
+        np.testing.assert_array_equal(PlanesView(array, np.float64)[:, 128:256, 100:300], data[:, 128:256, 100:300])
+        assert len(mapped_kb) == 32
+        # one plane's rows (512 KiB) and the folios around them, never the block's 8 MiB
+        assert max(mapped_kb) < 5 * 1024
+        assert _resident_kb(path) == 0
+    finally:
+        close()

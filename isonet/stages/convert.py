@@ -42,7 +42,6 @@ from isonet.storage import (
     write_ome_zarr_metadata,
 )
 from isonet.storage.hyperstack import Hyperstack
-from isonet.storage.tiff import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +197,6 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
                     block = block.astype(dtype, copy=False)
                     for x0 in range(0, shape[2], chunks[2]):  # one chunk encoded at a time
                         level0[z0:z1, y0:y1, x0:x0 + chunks[2]] = block[:, :, x0:x0 + chunks[2]]
-                    drop_mapped_pages(volume)  # a mapped TIFF's pages read so far leave resident memory
                 say(f"convert: planes {z1}/{shape[0]}")
             if low == high:
                 raise InputError(

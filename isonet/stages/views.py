@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from isonet.degrade import upsample_planes, upsampled_length
-from isonet.storage.tiff import drop_mapped_pages
+from isonet.storage.tiff import read_mapped
 
 
 def _slices(selection: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -30,9 +30,9 @@ def _slices(selection: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
 class PlanesView:
     """The first ``n_planes`` planes of a 3D array, read as ``dtype``.
 
-    Slices of a memory-mapped TIFF are copied out and the mapping's pages let go after each read
-    (:func:`isonet.storage.tiff.drop_mapped_pages`), so going through a volume leaves none of the
-    file resident.
+    Slices of a memory-mapped TIFF are copied out one plane at a time and the mapping's pages let
+    go after each plane (:func:`isonet.storage.tiff.read_mapped`), so going through a volume
+    leaves none of the file resident, and a read holds at most one plane's pages of it.
 
     Examples
     --------
@@ -48,14 +48,9 @@ class PlanesView:
         self.dtype = np.dtype(dtype)
 
     def __getitem__(self, selection: Any) -> np.ndarray:
-        data = np.asarray(self.array[_slices(selection, self.shape)])
-        if getattr(self.array, "_mmap", None) is None:
-            return data.astype(self.dtype, copy=False)
-        # a memory-mapped TIFF: copy the slice out and let the pages read go, else the whole file
-        # ends up resident as a metric or the segmentation goes through it
-        data = np.array(data, dtype=self.dtype)
-        drop_mapped_pages(self.array)
-        return data
+        # a memory-mapped TIFF: copied out plane by plane, letting the pages read go, else the
+        # whole file ends up resident as a metric or the segmentation goes through it
+        return read_mapped(self.array, _slices(selection, self.shape), self.dtype)
 
 
 class CubicUpsampledView:

@@ -16,7 +16,7 @@ from isonet.errors import InputError
 from isonet.storage.axes import _squeeze_to_zyx
 from isonet.storage.voxels import _one_line
 from isonet.storage.omezarr import _multiscale_of, read_ome_zarr
-from isonet.storage.tiff import _open_tiff
+from isonet.storage.tiff import _open_tiff, read_mapped
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
@@ -110,7 +110,8 @@ def read_planes(array: Any, z0: int, z1: int, path: str | os.PathLike,
     (1, 3, 4)
     """
     try:
-        return np.asarray(array[z0:z1] if rows is None else array[z0:z1, rows[0]:rows[1]])
+        # a memory-mapped TIFF is copied plane by plane and its pages let go (read_mapped)
+        return read_mapped(array, np.s_[z0:z1] if rows is None else np.s_[z0:z1, rows[0]:rows[1]])
     except (InputError, MemoryError):
         raise
     except Exception as err:  # decoders and stores raise many unrelated types for damaged data
