@@ -89,6 +89,46 @@ def records(run: Path) -> dict:
     }
 
 
+def object_shapes(run: Path) -> dict:
+    """How the restored segmentation's nuclei differ in shape from the ground truth's.
+
+    Each GT nucleus is matched to the restored label that covers most of it; returned are the
+    medians over nuclei of (restored / GT) voxel count and extent along z and along y, and how
+    many GT nuclei have no match or share their match with another GT nucleus.
+    """
+    import numpy as np
+    import tifffile
+    import zarr
+    from scipy import ndimage as ndi
+
+    gt = tifffile.imread(run / "resources/synthetic/demo/labels.tif")
+    pred = np.asarray(zarr.open_array(str(run / "results/demo/restored.ome.zarr/labels/nuclei/0")))
+    gt = gt[: pred.shape[0]]
+    ratios = {"volume": [], "z_extent": [], "y_extent": []}
+    matched, unmatched = [], 0
+    for i, box in enumerate(ndi.find_objects(gt), 1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - 12), b.stop + 12) for b in box)
+        g = gt[box] == i
+        hits = pred[box][g]
+        hits = hits[hits > 0]
+        if not len(hits):
+            unmatched += 1
+            continue
+        q = int(np.bincount(hits).argmax())
+        p = pred[box] == q
+        matched.append(q)
+        ratios["volume"].append(p.sum() / g.sum())
+        for axis, key in ((0, "z_extent"), (1, "y_extent")):
+            other = tuple(a for a in range(3) if a != axis)
+            extent = [np.ptp(np.nonzero(m.any(axis=other))[0]) + 1 for m in (p, g)]
+            ratios[key].append(extent[0] / extent[1])
+    shared = len(matched) - len(set(matched))
+    return {**{f"median_{k}_ratio": float(np.median(v)) for k, v in ratios.items()},
+            "gt_nuclei": len(matched) + unmatched, "unmatched": unmatched, "sharing_a_label": shared}
+
+
 def summarise(runs: dict) -> dict:
     keys = ("psnr_gt", "psnr_iso_gt", "seg", "gap_closed", "seg_interior", "gap_closed_interior", "best_val_psnr")
     out = {}
@@ -107,6 +147,7 @@ def main() -> int:
     ap.add_argument("variants", nargs="*", choices=sorted(VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--records-only", action="store_true", help="tabulate the finished runs in WORKDIR")
+    ap.add_argument("--shapes", action="store_true", help="also compare nucleus shapes with the GT labels")
     ap.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
     a = ap.parse_args()
     if not a.records_only:
@@ -115,12 +156,16 @@ def main() -> int:
                 run_variant(a.workdir, variant, seed, a.snakemake)
     runs = {p.name: records(p) for p in sorted(a.workdir.iterdir())
             if re.fullmatch(r".+_s\d+", p.name) and (p / "results/demo/metrics.json").exists()}
+    if a.shapes:
+        for name in runs:
+            runs[name]["object_shapes"] = object_shapes(a.workdir / name)
     summary = summarise(runs)
     for name, r in runs.items():
         print(f"{name:18s} GT {r['psnr_gt']:.2f} iso-GT {r['psnr_iso_gt']:.2f} SEG {r['seg']:.3f} "
               f"({100 * r['gap_closed']:.0f} %) interior {r['seg_interior']:.3f} ({100 * r['gap_closed_interior']:.0f} %) "
               f"val {r['best_val_psnr']:.2f} train {r['rule_seconds'].get('train', float('nan')):.0f} s "
-              f"predict {r['rule_seconds'].get('predict', float('nan')):.0f} s wall {r['wall_seconds']}")
+              f"predict {r['rule_seconds'].get('predict', float('nan')):.0f} s wall {r['wall_seconds']}"
+              + (f" shapes {r['object_shapes']}" if "object_shapes" in r else ""))
     for variant, s in summary.items():
         print(variant, s["n"], {k: (round(v["mean"], 3), v["std"] and round(v["std"], 3))
                                 for k, v in s.items() if k != "n"})
