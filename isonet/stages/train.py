@@ -98,6 +98,7 @@ def train_stage(
     lr_patience: int | None = None,
     warmup_steps: int = 100,
     schedule: str = "plateau",
+    loss: str = "psnr",
 ) -> dict:
     """Train and write the model file and the training curve (TSV: epoch, losses, seconds).
 
@@ -124,7 +125,7 @@ def train_stage(
     config = TrainConfig(
         epochs=epochs, steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=learning_rate, validation_fraction=validation_fraction,
         flip_axes=flips, seed=seed, device=device, precision=precision, lr_patience=lr_patience,
-        warmup_steps=warmup_steps, schedule=schedule,
+        warmup_steps=warmup_steps, schedule=schedule, loss=loss,
     )
     settings = {"architecture": architecture, "dropout": dropout, **config.__dict__}
     settings["flip_axes"] = list(flips)
