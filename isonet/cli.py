@@ -174,9 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"],
                    help="after the warm-up: plateau (constant, halved by --lr-patience) or cosine (down to 0 "
                         "at the end of the step or time budget)")
-    s.add_argument("--loss", default="psnr", choices=["psnr", "mse"],
-                   help="training objective: psnr (per patch, the paper's) or mse (every pixel of a batch "
-                        "weighing the same)")
 
     s = sub.add_parser("predict", help="block-wise axial restoration into an OME-Zarr")
     s.add_argument("input_zarr")
@@ -413,7 +410,7 @@ def run(args: argparse.Namespace):
                            args.epochs, args.steps, args.minutes, args.batch_size, args.learning_rate,
                            args.validation_fraction, args.dropout, args.device, args.precision, args.seed,
                            args.threads, args.lr_patience, args.warmup_steps,
-                           args.schedule, args.loss)
+                           args.schedule)
     if c == "predict":
         from isonet.stages.predict import predict_stage
 

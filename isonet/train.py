@@ -29,21 +29,6 @@ def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> to
     return -psnr.mean()
 
 
-def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every pixel of the batch: each pixel weighs the same.
-
-    The per-patch PSNR loss weighs a patch by the inverse of its own error (the gradient of
-    ``log MSE_i`` is ``grad MSE_i / MSE_i``), so patches that are hard to restore, those with
-    object edges, count less than flat background.
-    """
-    return torch.mean((pred.float() - target.float()) ** 2)
-
-
-#: Training objectives (``TrainConfig.loss``); validation and the logged losses are always the
-#: per-patch PSNR loss, so runs with different objectives are compared on one scale.
-LOSSES = {"psnr": psnr_loss, "mse": mse_loss}
-
-
 @dataclass
 class TrainConfig:
     """Training settings; the defaults are the paper's where it gives them."""
@@ -74,9 +59,6 @@ class TrainConfig:
     #: ``lr_patience`` when given) or ``cosine`` (from the full rate down to 0 at the end of the
     #: budget: of ``steps`` (or ``epochs``), or of ``minutes`` when that ends first).
     schedule: str = "plateau"
-    #: Training objective: ``psnr`` (mean over patches of the per-patch PSNR, the paper's) or
-    #: ``mse`` (the batch's mean squared error, every pixel weighing the same).
-    loss: str = "psnr"
 
 
 @dataclass
@@ -207,9 +189,6 @@ def fit(
     scheduler = None
     if config.schedule not in ("plateau", "cosine"):
         raise InputError(f"train.schedule: {config.schedule!r} is not a schedule; give plateau or cosine")
-    if config.loss not in LOSSES:
-        raise InputError(f"train.loss: {config.loss!r} is not a loss; give {' or '.join(LOSSES)}")
-    objective = LOSSES[config.loss]
     if config.lr_patience is not None and config.schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
     state = state or TrainState()
@@ -269,9 +248,10 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 pred = model(xb)
-            objective(pred, yb).backward()
+            loss = psnr_loss(pred, yb)
+            loss.backward()
             optimizer.step()
-            losses.append(psnr_loss(pred.detach(), yb).item())
+            losses.append(loss.item())
             state.step += 1
             state.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -256,35 +256,3 @@ def test_unknown_schedule_is_a_one_line_error():
     X, Y = _pairs(48, seed=6)
     with pytest.raises(InputError, match="train.schedule: 'linear' is not a schedule; give plateau or cosine"):
         fit(build_network("isonet2", seed=0), X, Y, TrainConfig(steps=1, schedule="linear"), log=lambda m: None)
-
-
-def test_mse_objective_weighs_every_pixel_the_same_where_psnr_weighs_patches_by_their_error():
-    from isonet.train import mse_loss
-
-    target = torch.zeros(2, 1, 4, 4)
-    pred = torch.cat([torch.full((1, 1, 4, 4), 0.1), torch.full((1, 1, 4, 4), 0.01)]).requires_grad_()
-    assert abs(mse_loss(pred, target).item() - (0.01 + 0.0001) / 2) < 1e-9
-    gradients = {}
-    for name, loss in (("mse", mse_loss), ("psnr", psnr_loss)):
-        pred.grad = None
-        loss(pred, target).backward()
-        g = pred.grad.abs()
-        gradients[name] = (g[0].mean() / g[1].mean()).item()
-    # a pixel 10x further off gets a 10x larger push under mse; under the per-patch PSNR its
-    # patch's larger error shrinks it to a tenth
-    assert abs(gradients["mse"] - 10) < 1e-4 and abs(gradients["psnr"] - 0.1) < 1e-4
-
-
-def test_mse_objective_trains_and_is_logged_on_the_psnr_scale():
-    import pytest
-
-    from isonet.errors import InputError
-
-    X, Y = _pairs(96, seed=3)
-    cfg = TrainConfig(epochs=3, batch_size=16, seed=0, precision="fp32", loss="mse")
-    state = fit(build_network("isonet2", seed=0), X, Y, cfg, log=lambda m: None)
-    vals = [r["val_loss"] for r in state.history]
-    assert vals[-1] < vals[0] and all(-60 < v < -5 for v in vals)  # -PSNR in dB, as with the psnr loss
-    assert all(-60 < r["train_loss"] < -5 for r in state.history)
-    with pytest.raises(InputError, match="train.loss: 'l1' is not a loss; give psnr or mse"):
-        fit(build_network("isonet2", seed=0), X, Y, TrainConfig(steps=1, loss="l1"), log=lambda m: None)

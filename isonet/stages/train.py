@@ -98,7 +98,6 @@ def train_stage(
     lr_patience: int | None = None,
     warmup_steps: int = 100,
     schedule: str = "plateau",
-    loss: str = "psnr",
 ) -> dict:
     """Train and write the model file and the training curve (TSV: epoch, losses, seconds).
 
@@ -125,7 +124,7 @@ def train_stage(
     config = TrainConfig(
         epochs=epochs, steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=learning_rate, validation_fraction=validation_fraction,
         flip_axes=flips, seed=seed, device=device, precision=precision, lr_patience=lr_patience,
-        warmup_steps=warmup_steps, schedule=schedule, loss=loss,
+        warmup_steps=warmup_steps, schedule=schedule,
     )
     settings = {"architecture": architecture, "dropout": dropout, **config.__dict__}
     settings["flip_axes"] = list(flips)

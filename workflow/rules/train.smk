@@ -29,7 +29,7 @@ rule train:
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
         " --lr-patience {params.c[lr_patience]} --warmup-steps {params.c[warmup_steps]}"
-        " --schedule {params.c[schedule]} --loss {params.c[loss]}"
+        " --schedule {params.c[schedule]}"
         " --threads {threads} > {log:q} 2>&1"
 
 
