@@ -18,7 +18,7 @@ the restoration as a predict-stage OME-Zarr turned into ``restored.ome.zarr`` by
 stitch``; the references as TIFFs (as ``isonet synthetic`` writes them). Then ``isonet
 segment`` and ``isonet evaluate`` run with the exact arguments of the workflow's rules
 (``workflow/rules/segment.smk``, ``evaluate.smk``; the run's ``segment`` settings), each in its
-own process under ``nice -n 19 /usr/bin/time -v``, which gives its peak RSS (``Maximum resident
+own process under ``nice -n 19 /usr/bin/time -v`` (``--nice``), which gives its peak RSS (``Maximum resident
 set size``), wall, user and system time.
 
     python benchmarks/segment_eval_tiled.py --run /work/exp/cos600_s0 --sample demo \\
@@ -47,7 +47,7 @@ import yaml
 from isonet.storage import create_ome_zarr, export_tiff, open_volume, read_ome_zarr
 
 ISONET = [sys.executable, "-m", "isonet.cli"]
-MEASURE = ["nice", "-n", "19", "/usr/bin/time", "-v"]
+MEASURE = ["/usr/bin/time", "-v"]
 #: workflow defaults (config/config.yaml) for settings a run's config leaves out
 DEFAULTS = {"segment": {"min_distance": 5, "min_size": 64, "block": [64, 128, 128], "halo": 40},
             "convert": {"chunks": [32, 256, 256], "compression_level": 3, "pyramid_levels": 2},
@@ -212,11 +212,12 @@ def read_provenance(path: Path) -> dict:
     return dict(zarr.open_group(path, mode="r").attrs.get("isonet") or {})
 
 
-def measured(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd`` under ``nice -n 19 /usr/bin/time -v``: peak RSS (MiB), wall, user and system seconds, load."""
+def measured(cmd: list[str], log: Path, nice: int = 19) -> dict:
+    """Run ``cmd`` under ``nice -n NICE /usr/bin/time -v``: peak RSS (MiB), wall, user and system seconds, load."""
     load = os.getloadavg()[0]
     with open(log, "w") as out:
-        code = subprocess.run([*MEASURE, *cmd], stdout=out, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(["nice", "-n", str(nice), *MEASURE, *cmd], stdout=out,
+                              stderr=subprocess.STDOUT).returncode
     if code:
         raise SystemExit(f"{' '.join(cmd)} failed ({code}); see {log}")
     return {**figures_from_log(log.read_text()), "load_before": round(load, 2),
@@ -271,6 +272,7 @@ def main() -> None:
     p.add_argument("--records-only", action="store_true",
                    help="run nothing: take the figures from the stage logs of an earlier run in --workdir")
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--nice", type=int, default=19, help="niceness of the measured stages (default 19)")
     args = p.parse_args()
     run = Path(args.run)
     config = run_config(run)
@@ -303,8 +305,8 @@ def main() -> None:
                 continue
             if stage == "segment" and (work / "restored.ome.zarr" / "labels").exists():
                 shutil.rmtree(work / "restored.ome.zarr" / "labels")
-            entry["stages"][stage] = figures = measured(cmd, work / f"{stage}.log")
-            entry["stages"][stage]["command"] = " ".join(MEASURE + cmd)
+            entry["stages"][stage] = figures = measured(cmd, work / f"{stage}.log", args.nice)
+            entry["stages"][stage]["command"] = " ".join(["nice", "-n", str(args.nice), *MEASURE, *cmd])
             print(f"{layout} {stage:9s} peak {figures['max_rss_mib']:7.1f} MiB, wall {figures['wall_s']:7.1f} s, "
                   f"cpu {figures['user_s'] + figures['system_s']:7.1f} s, grown windows {figures['grown_windows']} "
                   f"(largest {figures['largest_grown_blob']}), load {figures['load_before']}-{figures['load_after']}",
