@@ -48,7 +48,7 @@ from fractions import Fraction
 
 import numpy as np
 from scipy.interpolate import make_interp_spline
-from scipy.signal import fftconvolve
+from scipy.fft import irfft2, next_fast_len, rfft2
 
 from isonet.errors import InputError
 
@@ -387,7 +387,9 @@ def _spline_weights(n: int, numerator: int, denominator: int, phase: int) -> np.
     positions = numerators[numerators % denominator != 0] / denominator
     order = 5 if n >= 6 else 3 if n >= 4 else 1
     weights = np.empty((len(positions), n))
-    step = max(1, (1 << 22) // n)
+    # impulses of at most 2^19 samples (4 MiB) at a time: the spline's working memory (about 5x
+    # that) stays ~20 MiB for planes of any width, and the fit is no slower than in larger pieces
+    step = max(1, (1 << 19) // n)
     for j in range(0, n, step):  # the spline through unit impulses j .. j + step
         width = min(step, n - j)
         impulses = np.zeros((n, width))
@@ -413,14 +415,119 @@ def subsample_upsample(x: np.ndarray, factor, axis: int = 0, phase: int = 0) -> 
     return upsample_axis(sub, factor, axis=axis), int(phase)
 
 
+#: samples a side of one tile's FFT in :func:`blur2d_bands` (2^9: a fast FFT size; larger for a
+#: kernel wider than a quarter of it). Each tile computes this less the kernel's size plus one
+#: output samples a side; the working memory of a tile is a few MiB whatever the image's size.
+BLUR_FFT_SIZE = 512
+
+
 def blur2d(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve a 2D image with a 2D kernel, mirroring the image at its edges; float32 output."""
-    if image.ndim != 2 or kernel.ndim != 2:
-        raise ValueError(f"blur2d needs 2D image and kernel, got {image.shape} and {kernel.shape}")
-    py, px = kernel.shape[0] // 2, kernel.shape[1] // 2
-    mode = "reflect" if min(image.shape) > 1 else "edge"
-    padded = np.pad(image.astype(np.float32, copy=False), ((py, py), (px, px)), mode=mode)
-    return fftconvolve(padded, kernel.astype(np.float32), mode="valid").astype(np.float32)
+    """Convolve a 2D image with a 2D kernel, mirroring the image at its edges; float32 output.
+
+    The image is mirrored (``numpy.pad`` mode ``reflect``; ``edge`` for an image one sample
+    thick) by half the kernel's size on every side and convolved with the kernel where it fits
+    (``valid``), tile by tile (:func:`blur2d_bands`), so that the working memory beyond the
+    result follows the tile size, not the image's.
+
+    Examples
+    --------
+    >>> image = np.arange(12.0).reshape(3, 4)
+    >>> blur2d(image, np.ones((1, 3)) / 3).astype(float).round(3).tolist()
+    [[0.667, 1.0, 2.0, 2.333], [4.667, 5.0, 6.0, 6.333], [8.667, 9.0, 10.0, 10.333]]
+    """
+    _check_blur_arguments(image, kernel)
+    out = np.empty(blurred_shape(np.shape(image), np.shape(kernel)), np.float32)
+    for start, stop, rows in blur2d_bands(image, kernel):
+        out[start:stop] = rows
+    return out
+
+
+def blur2d_bands(image: np.ndarray, kernel: np.ndarray):
+    """:func:`blur2d` of ``image`` as bands of whole rows, top to bottom, each computed in tiles.
+
+    A band's rows are computed by FFT in tiles of at most ``BLUR_FFT_SIZE`` samples a side
+    (overlap-save: each tile reads the image with the kernel's margin, mirrored only at the
+    image's own edges), so a band and one tile's transforms are all the memory it needs. The
+    result equals one FFT convolution of the whole mirrored image up to float32 rounding
+    (about 1e-7 relative). A caller that reduces the rows band by band (:func:`isonet.patches.acquire_plane`)
+    never holds the whole blurred image.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Any real dtype (read as float32).
+    kernel : ndarray (kh, kw)
+
+    Yields
+    ------
+    start, stop : int
+        The band's rows of the blurred image (``H`` rows for an odd ``kh``).
+    rows : ndarray (stop - start, W), float32
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).random((1200, 700))
+    >>> kernel = np.ones((17, 65)) / (17 * 65)
+    >>> bands = [(start, stop) for start, stop, rows in blur2d_bands(image, kernel)]
+    >>> bands
+    [(0, 400), (400, 800), (800, 1200)]
+    """
+    image, kernel = np.asarray(image), np.asarray(kernel)
+    _check_blur_arguments(image, kernel)
+    out_shape = blurred_shape(image.shape, kernel.shape)
+    (rows_per_tile, fft_rows), (cols_per_tile, fft_cols) = (
+        _blur_tiling(n, k) for n, k in zip(out_shape, kernel.shape))
+    spectrum = rfft2(np.asarray(kernel, np.float32), s=(fft_rows, fft_cols))
+    # input sample of the mirrored image under output sample 0 - half the kernel, per axis
+    index = [_mirrored_indices(n, k, image.shape) for n, k in zip(image.shape, kernel.shape)]
+    kh, kw = kernel.shape
+    for r0 in range(0, out_shape[0], rows_per_tile):
+        r1 = min(r0 + rows_per_tile, out_shape[0])
+        band = np.empty((r1 - r0, out_shape[1]), np.float32)
+        for c0 in range(0, out_shape[1], cols_per_tile):
+            c1 = min(c0 + cols_per_tile, out_shape[1])
+            tile = np.asarray(image[np.ix_(index[0][r0 : r1 + kh - 1], index[1][c0 : c1 + kw - 1])], np.float32)
+            full = irfft2(rfft2(tile, s=(fft_rows, fft_cols)) * spectrum, s=(fft_rows, fft_cols))
+            band[:, c0:c1] = full[kh - 1 : kh - 1 + r1 - r0, kw - 1 : kw - 1 + c1 - c0]
+        yield r0, r1, band
+
+
+def _check_blur_arguments(image, kernel) -> None:
+    if np.ndim(image) != 2 or np.ndim(kernel) != 2:
+        raise ValueError(f"blur2d needs 2D image and kernel, got {np.shape(image)} and {np.shape(kernel)}")
+
+
+def blurred_shape(image_shape, kernel_shape) -> tuple[int, int]:
+    """Shape of :func:`blur2d`'s result: the image's for an odd kernel (one more per even axis).
+
+    Examples
+    --------
+    >>> blurred_shape((40, 50), (17, 65)), blurred_shape((40, 50), (4, 5))
+    ((40, 50), (41, 50))
+    """
+    return tuple(n + 2 * (k // 2) - k + 1 for n, k in zip(image_shape, kernel_shape))
+
+
+def _blur_tiling(n_out: int, k: int) -> tuple[int, int]:
+    """Output samples per tile and FFT size along one axis of ``n_out`` outputs and a kernel of ``k``.
+
+    Tiles of nearly equal size, as few as FFTs of ``BLUR_FFT_SIZE`` (or of four kernels) allow;
+    the FFT size is the fast size at or above a tile and its margin, so every tile shares one
+    kernel spectrum. Overlap-save needs no more: the ``valid`` outputs of a circular
+    convolution at least as long as the tile are free of wrap-around.
+    """
+    largest = max(BLUR_FFT_SIZE, next_fast_len(4 * (k - 1) + 1, real=True))
+    tiles = -(-n_out // (largest - k + 1))
+    per_tile = -(-n_out // tiles)
+    return per_tile, next_fast_len(per_tile + k - 1, real=True)
+
+
+def _mirrored_indices(n: int, k: int, shape) -> np.ndarray:
+    """Indices into an axis of ``n`` samples of that axis padded by ``k // 2`` a side as :func:`blur2d` pads it."""
+    positions = np.arange(-(k // 2), n + k // 2)
+    if min(shape) > 1:
+        return reflect_indices(positions, n)
+    return np.clip(positions, 0, n - 1)
 
 
 # relative tolerance between two axial factors, and between a voxel-size ratio and the simple

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import Camera, add_camera_noise
-from .degrade import (blur2d, cubic_positions, exact_factor, factor_fraction, reflect_indices, subsample_axis,
-                      upsample_axis, upsampled_length)
+from .degrade import (blur2d_bands, blurred_shape, cubic_positions, exact_factor, factor_fraction, reflect_indices,
+                      subsample_axis, upsample_axis, upsampled_length)
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,25 @@ def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor, phase: int) -> 
     -------
     samples : ndarray (H, n), float32
         The noise-free acquired columns of the blurred plane at ``phase, phase + σ, phase + 2σ, ...``
-        (interpolated where ``phase + k·σ`` falls between two columns).
+        (interpolated where ``phase + k·σ`` falls between two columns). The plane is blurred and
+        subsampled in bands of rows (:func:`isonet.degrade.blur2d_bands`): the working memory
+        is a band and one FFT tile, whatever the plane's size; the samples equal those of the
+        whole blurred plane up to float32 rounding.
     target : ndarray (H, upsampled_length(n, σ)), float32
         The plane's columns from ``phase`` on, aligned with the samples upsampled by σ.
     """
-    samples = subsample_axis(blur2d(plane, kernel), factor, axis=1, phase=phase)
-    if samples.shape[1] < 2:
+    bands = blur2d_bands(plane, kernel)
+    start, stop, rows = next(bands)
+    first = subsample_axis(rows, factor, axis=1, phase=phase)
+    if first.shape[1] < 2:
         raise ValueError(f"plane of width {plane.shape[1]} is too narrow to subsample by {factor}")
+    # the subsampling runs along each row, so the blurred plane is reduced band by band, never held whole
+    samples = np.empty((blurred_shape(plane.shape, kernel.shape)[0], first.shape[1]), np.float32)
+    samples[start:stop] = first
+    for start, stop, rows in bands:
+        samples[start:stop] = subsample_axis(rows, factor, axis=1, phase=phase)
     width = upsampled_length(samples.shape[1], factor)
-    return np.ascontiguousarray(samples), np.asarray(plane[:, phase : phase + width], dtype=np.float32)
+    return samples, np.asarray(plane[:, phase : phase + width], dtype=np.float32)
 
 
 def degrade_plane(

@@ -163,3 +163,73 @@ def test_stored_samples_rebuild_the_degradation_at_a_non_integer_step(kernel, si
                   for p, (d, t) in degraded.items() if 0 <= c - p <= t.shape[1] - 24]
         assert min(errors) < 1e-5 and sorted(errors)[1] > 1e-3
     np.testing.assert_array_equal(X[3], pairs.inputs(3))
+
+
+def _whole_plane_blur(image, kernel):
+    """The blur as one FFT convolution of the whole mirrored plane (what the tiled blur replaces)."""
+    from scipy.signal import fftconvolve
+
+    py, px = kernel.shape[0] // 2, kernel.shape[1] // 2
+    padded = np.pad(image.astype(np.float32), ((py, py), (px, px)), mode="reflect")
+    return fftconvolve(padded, kernel.astype(np.float32), mode="valid").astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def wide_kernel():
+    """A real h_rot kernel as the benchmark's psf stage makes it (17 x 65)."""
+    return lateral_plane_kernel(rotate_psf_to_lateral(gaussian_psf(2.0, 8.0)))
+
+
+@pytest.mark.parametrize("sigma", [4.5, 4])
+def test_tiled_degradation_equals_the_whole_plane_one(wide_kernel, sigma, monkeypatch):
+    """A plane of 2 x 2 FFT tiles (odd sizes), its transpose and one smaller than a tile: as before."""
+    import isonet.degrade
+    import isonet.patches
+    from isonet.degrade import blur2d, blurred_shape, subsample_axis
+    from isonet.patches import acquire_plane
+
+    rng = np.random.default_rng(7)
+    big, small = rng.random((601, 501)).astype(np.float32), rng.random((41, 67)).astype(np.float32)
+    assert [(start, stop) for start, stop, _ in isonet.degrade.blur2d_bands(big, wide_kernel)] == [(0, 301), (301, 601)]
+    assert isonet.degrade._blur_tiling(501, 65) == (251, 320)  # 2 tiles a band, FFTs of 320 columns
+    assert blurred_shape(small.shape, wide_kernel.shape) == small.shape
+    for plane in (big, big.T, small):
+        whole = _whole_plane_blur(plane, wide_kernel)
+        np.testing.assert_allclose(blur2d(plane, wide_kernel), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+        for phase in (0, int(np.ceil(sigma)) - 1):
+            samples, target = acquire_plane(plane, wide_kernel, sigma, phase)
+            reference = subsample_axis(whole, sigma, axis=1, phase=phase)
+            assert samples.shape == reference.shape and samples.flags.c_contiguous
+            np.testing.assert_allclose(samples, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+            np.testing.assert_array_equal(target, plane[:, phase : phase + target.shape[1]])
+
+    pairs = sample_training_pairs([big, small], wide_kernel, sigma, 40, patch_size=32, seed=1)
+    # the whole-plane version: one band holding the whole blurred plane
+    monkeypatch.setattr(isonet.patches, "blur2d_bands",
+                        lambda plane, kernel: iter([(0, plane.shape[0], _whole_plane_blur(plane, kernel))]))
+    before = sample_training_pairs([big, small], wide_kernel, sigma, 40, patch_size=32, seed=1)
+    np.testing.assert_array_equal(pairs.targets, before.targets)
+    np.testing.assert_array_equal(pairs.offsets, before.offsets)
+    np.testing.assert_allclose(pairs.samples, before.samples, rtol=0, atol=1e-5 * np.abs(before.samples).max())
+
+
+def test_acquiring_a_plane_needs_the_same_memory_at_any_length(wide_kernel):
+    """Traced working memory of acquire_plane beyond its samples: a band and a tile, not the plane."""
+    import tracemalloc
+
+    from isonet.patches import acquire_plane
+
+    rng = np.random.default_rng(8)
+    acquire_plane(rng.random((8, 512), np.float32), wide_kernel, 4.5, 1)  # builds the spline weights once
+    working = {}
+    for rows in (2048, 8192):  # 4 and 16 MiB planes, 512 wide: 5 and 17 bands of at most 496 rows
+        plane = rng.random((512, rows), np.float32).T
+        tracemalloc.start()
+        try:
+            samples, _ = acquire_plane(plane, wide_kernel, 4.5, 1)
+            working[rows] = tracemalloc.get_traced_memory()[1] - samples.nbytes
+        finally:
+            tracemalloc.stop()
+    # a band (at most 496 x 512 float32, 1 MiB) and one tile's transforms (FFTs of at most 512²);
+    # the whole-plane blur needed about 5.5 planes (88 MiB for the larger one)
+    assert working[8192] < 1.25 * working[2048] and working[8192] < 8 * 2**20, working
