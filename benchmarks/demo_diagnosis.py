@@ -57,7 +57,8 @@ def axial_blur_of_iso_gt(iso, labels, sigmas) -> dict:
     out = {}
     for s in sigmas:
         v = ndi.gaussian_filter(iso, (s, 0, 0)) if s else iso
-        out[str(s)] = {"seg": seg_at(v, labels), "psnr_iso_gt": float(psnr_affine(v, iso))}
+        psnr = float(psnr_affine(v, iso))
+        out[str(s)] = {"seg": seg_at(v, labels), "psnr_iso_gt": psnr if np.isfinite(psnr) else None}
     return out
 
 
