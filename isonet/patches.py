@@ -25,7 +25,7 @@ import numpy as np
 
 from .camera import Camera, add_camera_noise
 from .degrade import (blur2d_bands, blurred_shape, cubic_positions, exact_factor, factor_fraction, reflect_indices,
-                      subsample_axis, upsample_axis, upsampled_length)
+                      subsample_axis, subsampled_length, upsample_axis, upsampled_length)
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,13 @@ def acquire_plane(plane: np.ndarray, kernel: np.ndarray, factor, phase: int) -> 
     target : ndarray (H, upsampled_length(n, σ)), float32
         The plane's columns from ``phase`` on, aligned with the samples upsampled by σ.
     """
-    bands = blur2d_bands(plane, kernel)
-    start, stop, rows = next(bands)
-    first = subsample_axis(rows, factor, axis=1, phase=phase)
-    if first.shape[1] < 2:
+    height, width = blurred_shape(plane.shape, kernel.shape)
+    n = subsampled_length(width, factor, phase)
+    if n < 2:
         raise ValueError(f"plane of width {plane.shape[1]} is too narrow to subsample by {factor}")
     # the subsampling runs along each row, so the blurred plane is reduced band by band, never held whole
-    samples = np.empty((blurred_shape(plane.shape, kernel.shape)[0], first.shape[1]), np.float32)
-    samples[start:stop] = first
-    for start, stop, rows in bands:
+    samples = np.empty((height, n), np.float32)
+    for start, stop, rows in blur2d_bands(plane, kernel):
         samples[start:stop] = subsample_axis(rows, factor, axis=1, phase=phase)
     width = upsampled_length(samples.shape[1], factor)
     return samples, np.asarray(plane[:, phase : phase + width], dtype=np.float32)
