@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="z y x voxels segmented at a time (rounded up to whole chunks)")
     s.add_argument("--halo", type=int, default=40,
                    help="voxels read around each block; at least the largest nucleus' extent + 4")
+    s.add_argument("--max-window", type=_positive_int, default=1 << 23,
+                   help="most voxels read to gather one blob whole; larger blobs (merged nuclei) are split "
+                        "in each block's window, which bounds memory")
     s.add_argument("--channel", default=None,
                    help="time-lapse / multi-channel image: the channel segmented (index or name), every time point")
 
@@ -312,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--block", type=_positive_int, nargs=3, default=[64, 128, 128],
                    help="z y x voxels segmented at a time (input and iso-GT segmentations)")
     s.add_argument("--halo", type=int, default=40, help="voxels read around each block")
+    s.add_argument("--max-window", type=_positive_int, default=1 << 23,
+                   help="most voxels read to gather one blob whole (input and iso-GT segmentations)")
     s.add_argument("--z-margin", type=float, default=26.0,
                    help="interior SEG: GT nuclei whose centroid is at least this many planes from both z-ends")
 
@@ -481,13 +486,15 @@ def run(args: argparse.Namespace):
         from isonet.stages.segment import segment_stage
 
         return segment_stage(args.image_zarr, args.labels_zarr, args.summary_json, args.threshold, args.min_distance,
-                             args.min_size, block=args.block, halo=args.halo, channel=args.channel)
+                             args.min_size, block=args.block, halo=args.halo, channel=args.channel,
+                             max_window=args.max_window)
     if c == "evaluate":
         from isonet.stages.evaluate import evaluate_stage
 
         return evaluate_stage(args.input_zarr, args.restored_zarr, args.restored_labels_zarr, args.out_json,
                               args.out_md, args.gt, args.iso_gt, args.gt_labels, args.subsample, args.min_distance,
-                              args.min_size, block=args.block, halo=args.halo, z_margin=args.z_margin)
+                              args.min_size, block=args.block, halo=args.halo, z_margin=args.z_margin,
+                              max_window=args.max_window)
     if c == "evaluate-series":
         from isonet.stages.evaluate import evaluate_series_stage
 

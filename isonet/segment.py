@@ -28,8 +28,8 @@ def _strict_maxima(h: np.ndarray) -> np.ndarray:
     return np.flatnonzero((h[1:-1] > h[:-2]) & (h[1:-1] > h[2:])) + 1
 
 
-def _split_blob(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarray, int]:
-    """Watershed of one connected blob on its distance transform; labels ``1..k`` and ``k``."""
+def _seeds(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarray, np.ndarray]:
+    """The distance transform of a blob and its watershed seeds (``(k, 3)`` voxel indices, highest first)."""
     dist = ndi.distance_transform_edt(blob, sampling=sampling).astype(np.float32)
     # a voxelised ball's distance map has a ragged top with several maxima; smoothing leaves one
     smooth = ndi.gaussian_filter(dist, 1.0)
@@ -37,11 +37,39 @@ def _split_blob(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarr
     peaks = peak_local_max(
         smooth, min_distance=min_distance, threshold_abs=0.0, exclude_border=False, p_norm=2
     )
+    return dist, peaks
+
+
+def _split_blob(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarray, int]:
+    """Watershed of one connected blob on its distance transform; labels ``1..k`` and ``k``."""
+    dist, peaks = _seeds(blob, min_distance, sampling)
     if len(peaks) < 2:
         return blob.astype(np.int32), 1
     markers = np.zeros(blob.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     return watershed(-dist, markers, mask=blob).astype(np.int32, copy=False), len(peaks)
+
+
+def split_seeded(comp: np.ndarray, i: int, min_distance: int,
+                 sampling) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Split part ``i`` of a component labelling the way :func:`split_component` does, naming objects by seed.
+
+    For a blob seen only in part (a window that cuts it): holes are filled and the distance
+    transform taken within ``comp``, so both are exact where the blob's background lies within
+    it; each object is named by the voxel of its seed, which any other window holding that seed
+    finds too. Returns the watershed labels ``1..k`` over ``comp``, the voxels to write and the
+    ``(k, 3)`` seed voxels (label ``j`` grew from seed ``j - 1``), or None for an empty part.
+    """
+    blob = ndi.binary_fill_holes(comp == i)
+    if not blob.any():
+        return None
+    dist, peaks = _seeds(blob, min_distance, sampling)
+    if len(peaks) == 0:  # a part too thin for a maximum: the deepest voxel names it
+        peaks = np.array([np.unravel_index(int(np.argmax(np.where(blob, dist, -1))), blob.shape)])
+    markers = np.zeros(blob.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    split = watershed(-dist, markers, mask=blob).astype(np.int32, copy=False)
+    return split, (split > 0) & ((comp == i) | (comp == 0)), peaks
 
 
 #: threshold rules of :func:`threshold_by_rule`

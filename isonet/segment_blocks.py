@@ -20,6 +20,14 @@ cut by that window, see below). Why it is exact:
   a blob until its box fits, and memory then follows that blob (a message says so). The one case
   this does not cover is a hollow blob whose filled cavity holds the whole window of a block
   with none of the blob's voxels in that window; keep ``halo`` above the largest object.
+- **Blobs too large for** ``max_window`` (their box grown by ``halo`` holds more voxels: merged
+  nuclei of a blurred or crowded volume, which can span the whole volume) are not gathered: each
+  block splits the part of such a blob inside its fixed window (:func:`isonet.segment.split_seeded`)
+  and names every object by the voxel of its seed. The decision depends only on the blob's box,
+  so every block makes the same one. This is where block-wise departs from whole-volume: hole
+  filling and the distance transform are exact where the blob's background lies within the
+  window, i.e. for objects up to ``halo`` across, and an object whose seed lies in the windows of
+  two blocks gets the same name in both. Memory stays bounded by ``max_window`` whatever the data.
 - **Overlaps.** Filled holes may overlap a blob enclosed in them; the whole-volume method writes
   blobs in the order of their first voxel (C order), later ones over earlier ones. Each block
   writes the blobs whose box meets it in the same order, so every voxel ends with the same blob.
@@ -52,7 +60,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from isonet.errors import InputError
-from isonet.segment import blob_box, check_segment_args, split_component, streamed_threshold
+from isonet.segment import blob_box, check_segment_args, split_component, split_seeded, streamed_threshold
 
 #: default block (z, y, x) in voxels: one output chunk of the restored volume
 DEFAULT_BLOCK = (64, 128, 128)
@@ -62,6 +70,9 @@ DEFAULT_HALO = 40
 #: bytes of blob splits kept for later blocks; past it, those needed furthest ahead are dropped
 #: and split again where their block comes (the same split: the blob and its box are the same)
 SPLIT_CACHE_BYTES = 16 << 20
+#: most voxels read at once to gather a blob whole (about 200^3; 32 MiB per float32 array); larger
+#: blobs are split block by block in the fixed window
+DEFAULT_MAX_WINDOW = 1 << 23
 
 
 def block_slices(shape: Sequence[int], block: Sequence[int]) -> Iterator[tuple[slice, ...]]:
@@ -112,21 +123,31 @@ def _first_voxel(comps: np.ndarray, i: int, bbox: Sequence[slice], origin: Seque
     return int(np.ravel_multi_index(tuple(int(c) + b.start + o for c, b, o in zip(local, bbox, origin)), shape))
 
 
+def _fits(region: Sequence[slice], max_window: int | None) -> bool:
+    return max_window is None or int(np.prod([r.stop - r.start for r in region], dtype=np.int64)) <= max_window
+
+
 def _whole_blob(volume: Any, threshold: float, voxel: Sequence[int], start: Sequence[slice], halo: int,
-                shape: Sequence[int]) -> tuple[int, np.ndarray, int, tuple[slice, ...]]:
+                shape: Sequence[int], max_window: int | None = None
+                ) -> tuple[int, np.ndarray, int, tuple[slice, ...]] | None:
     """The blob of the volume holding ``voxel``, read in a window grown until its box fits.
 
     Returns its first voxel (linear index), the component labelling over its box, its label
-    there and its box (volume coordinates).
+    there and its box (volume coordinates); None as soon as it is clear that the blob's box grown
+    by ``halo`` holds more than ``max_window`` voxels (every window read is a part of that).
     """
     region = _grow(start, halo, shape)
     while True:
+        if not _fits(region, max_window):
+            return None
         comps, _ = ndi.label(_read(volume, region) > threshold)
         origin = [r.start for r in region]
         i = int(comps[tuple(v - o for v, o in zip(voxel, origin))])
         bbox = ndi.find_objects(comps, max_label=i)[i - 1]
         box = blob_box(bbox, shape, origin)
         if _inside(box, region):
+            if not _fits(_grow(box, halo, shape), max_window):
+                return None
             return _first_voxel(comps, i, bbox, origin, shape), comps[_shift(box, origin)], i, box
         region = _grow(box, halo, shape)
 
@@ -156,12 +177,14 @@ def segment_nuclei_blocks(
     sampling: Sequence[float] | None = None,
     log: Callable[[str], None] | None = None,
     split_budget: int = SPLIT_CACHE_BYTES,
+    max_window: int | None = DEFAULT_MAX_WINDOW,
 ) -> dict:
     """:func:`isonet.segment.segment_nuclei` of a volume read and written block by block.
 
     The labels written to ``out`` equal those of the whole-volume function on ``volume``, voxel
-    for voxel (see the module notes for why and for the one exception), while memory follows
-    ``block`` and ``halo``, not the volume.
+    for voxel, for every blob whose box grown by ``halo`` holds at most ``max_window`` voxels
+    (see the module notes for why, for the one exception and for larger blobs), while memory
+    follows ``block``, ``halo`` and ``max_window``, not the volume.
 
     Parameters
     ----------
@@ -187,13 +210,18 @@ def segment_nuclei_blocks(
     split_budget : int
         Bytes of blob splits kept for later blocks (``SPLIT_CACHE_BYTES``); the labels do not
         depend on it, a smaller budget recomputes more splits.
+    max_window : int or None
+        Most voxels read to gather one blob whole (``DEFAULT_MAX_WINDOW``); larger blobs are split
+        part by part in each block's window, their objects named by their seeds. None: no limit
+        (every blob exact, memory follows the largest blob).
 
     Returns
     -------
     result : dict
         ``threshold`` (float), ``threshold_method`` (``"intermodes"``, ``"otsu"`` or
         ``"given"``), ``sizes`` (int64 array, the voxel count of labels ``1..N``) and
-        ``grown`` (how many times a window was grown around a large blob) and ``split_bytes``
+        ``grown`` (how many times a window was grown around a large blob), ``local`` (how many
+        parts of blobs above ``max_window`` were split in a block's window) and ``split_bytes``
         (the most bytes of splits kept for later blocks at once).
 
     Examples
@@ -215,6 +243,8 @@ def segment_nuclei_blocks(
     if int(halo) < 0:
         raise InputError(f"segment: halo must be >= 0 voxels, got {halo}")
     halo = int(halo)
+    if max_window is not None and int(max_window) < 1:
+        raise InputError(f"segment: max_window must be a positive number of voxels, got {max_window}")
     for target in (out, scratch):
         if tuple(target.shape) != shape:
             raise ValueError(f"output arrays must have the volume's shape {shape}, got {tuple(target.shape)}")
@@ -233,7 +263,7 @@ def segment_nuclei_blocks(
 
     ids: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    grown = 0
+    grown = local = 0
     grid = tuple(-(-n // b) for n, b in zip(shape, block))
     # splits of blobs that later blocks meet too, until the last of them (C order) is done,
     # within split_budget bytes (a dropped split is computed again by the next block that needs it)
@@ -244,6 +274,7 @@ def segment_nuclei_blocks(
         origin = [w.start for w in window]
         comps, _ = ndi.label(_read(volume, window) > threshold)
         blobs: dict[int, tuple[np.ndarray, int, tuple[slice, ...]]] = {}
+        parts: list[tuple[int, tuple[slice, ...]]] = []  # (label, box in the window) of blobs above max_window
         for i, bbox in enumerate(ndi.find_objects(comps), start=1):
             if bbox is None:
                 continue
@@ -251,11 +282,18 @@ def segment_nuclei_blocks(
             if _meet(box, core) is None:
                 continue
             if _inside(box, window):
-                first = _first_voxel(comps, i, bbox, origin, shape)
-                blobs[first] = (comps[_shift(box, origin)], i, box)
+                if _fits(_grow(box, halo, shape), max_window):
+                    first = _first_voxel(comps, i, bbox, origin, shape)
+                    blobs[first] = (comps[_shift(box, origin)], i, box)
+                else:
+                    parts.append((i, blob_box(bbox, comps.shape)))
                 continue
             voxel = np.unravel_index(_first_voxel(comps, i, bbox, origin, shape), shape)
-            first, comp, j, box = _whole_blob(volume, threshold, voxel, box, halo, shape)
+            found = _whole_blob(volume, threshold, voxel, box, halo, shape, max_window)
+            if found is None:
+                parts.append((i, blob_box(bbox, comps.shape)))
+                continue
+            first, comp, j, box = found
             grown += 1
             if log is not None:
                 extent = "x".join(str(b.stop - b.start - 4) for b in box)
@@ -263,6 +301,20 @@ def segment_nuclei_blocks(
                     "segmented in a window grown around it (raise segment.halo to keep memory flat)")
             blobs[first] = (comp, j, box)
         provisional = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
+        for i, part_box in parts:
+            local += 1
+            result = split_seeded(comps[part_box], i, min_distance, sampling)
+            if result is None:
+                continue
+            split, write, seeds = result
+            corner = [b.start + o for b, o in zip(part_box, origin)]
+            names = np.ravel_multi_index(tuple((seeds + corner).T), shape).astype(np.int64) * rank_base
+            part = _meet(_shift(part_box, [-o for o in origin]), core)
+            if part is None:
+                continue
+            in_box = _shift(part, corner)
+            mask = write[in_box]
+            provisional[_shift(part, [c.start for c in core])][mask] = names[split[in_box][mask] - 1]
         for first in sorted(blobs):
             comp, i, box = blobs[first]
             if first in splits:
@@ -308,5 +360,8 @@ def segment_nuclei_blocks(
         found = (provisional > 0) & (rank < len(kept))
         found[found] = kept[rank[found]] == provisional[found]
         out[core] = np.where(found, rank + 1, 0).astype(np.int32)
+    if local and log is not None:
+        log(f"segment: {local} parts of blobs whose box grown by the halo exceeds max_window {max_window} voxels "
+            f"were split in their block's window (objects up to halo {halo} across are exact there)")
     return {"threshold": float(threshold), "threshold_method": method, "sizes": sizes[keep], "grown": grown,
-            "split_bytes": peak_cached}
+            "local": local, "split_bytes": peak_cached}

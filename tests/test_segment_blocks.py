@@ -148,3 +148,66 @@ def test_otsu_is_scikit_images_on_float_data():
     for seed in range(3):
         v = np.random.default_rng(seed).gamma(2, 1, (20, 30, 30)).astype(np.float32)
         assert threshold_by_rule(v, "otsu") == float(threshold_otsu(v))
+
+
+class _Spy:
+    """A volume that records the most voxels read at once."""
+
+    def __init__(self, volume):
+        self.volume, self.shape, self.dtype, self.most = volume, volume.shape, volume.dtype, 0
+
+    def __getitem__(self, index):
+        part = self.volume[index]
+        self.most = max(self.most, part.size)
+        return part
+
+
+def _same_partition(a, b):
+    """Every object of ``a`` is one object of ``b`` and back, on the same foreground."""
+    fg = (a > 0) | (b > 0)
+    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
+    return bool(((a > 0) == (b > 0)).all()) and len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_max_window_bounds_reads_and_keeps_a_chain_of_nuclei_crossing_many_blocks():
+    # touching balls merged into one blob that spans the volume (as nuclei merge in a blurred input)
+    z, y, x = np.ogrid[:40, :120, :200]
+    vol = np.zeros((40, 120, 200), np.float32)
+    for cx in range(10, 190, 13):
+        vol[(z - 20) ** 2 + (y - 30) ** 2 + (x - cx) ** 2 <= 49] = 1
+    for cy in range(10, 110, 13):
+        vol[(z - 20) ** 2 + (y - cy) ** 2 + (x - 150) ** 2 <= 49] = 1
+    vol = ndi.gaussian_filter(vol, 1.0)
+    assert ndi.label(vol > 0.5)[1] == 1
+    whole = segment_nuclei(vol, threshold=0.5, min_size=20)
+    assert whole.max() == 21
+    runs = {}
+    for cap in (None, 100_000):
+        spy = _Spy(vol)
+        out, scratch = np.zeros(vol.shape, np.int32), np.zeros(vol.shape, np.int64)
+        lines = []
+        result = segment_nuclei_blocks(spy, out, scratch, threshold=0.5, block=(16, 32, 32), halo=16, min_size=20,
+                                       max_window=cap, log=lines.append)
+        runs[cap] = out, result, spy.most, lines
+    exact, result, most, _ = runs[None]
+    assert np.array_equal(exact, whole) and result["grown"] > 0 and result["local"] == 0
+    assert most >= vol[:, 30 - 12:, :].size  # the whole blob's window was read at once
+    capped, result, most, lines = runs[100_000]
+    window = (16 + 32) * (32 + 32) * (32 + 32)
+    assert result["grown"] == 0 and result["local"] > 0 and most <= window  # never more than one block's window
+    assert any("max_window 100000" in line for line in lines)
+    # the same 21 nuclei, voxel for voxel, each with one label across all block borders
+    assert capped.max() == 21 and _same_partition(capped, whole)
+    assert seg_score(whole, capped) == seg_score(capped, whole) == 1.0
+
+
+def test_max_window_below_every_blob_still_agrees_with_the_whole_volume(crowded):
+    vol, truth = crowded
+    whole = segment_nuclei(vol, min_size=20)
+    out, scratch = np.zeros(vol.shape, np.int32), np.zeros(vol.shape, np.int64)
+    result = segment_nuclei_blocks(vol, out, scratch, block=(16, 24, 24), halo=20, min_size=20, max_window=30_000)
+    assert result["grown"] == 0 and result["local"] > 100  # every blob split in the fixed windows
+    assert seg_score(whole, out) >= 0.98 and seg_score(out, whole) >= 0.98
+    assert abs(int(out.max()) - int(whole.max())) <= 0.01 * whole.max()
+    with pytest.raises(InputError, match="max_window must be a positive"):
+        segment_nuclei_blocks(vol, out, scratch, max_window=0)

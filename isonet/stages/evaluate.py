@@ -17,7 +17,7 @@ import zarr
 from isonet.errors import InputError
 from isonet.metrics import interior_label_ids, psnr_affine, seg_score
 from isonet.provenance import array_sha256, provenance_record
-from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO
+from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, DEFAULT_MAX_WINDOW
 from isonet.stages.common import axial_factor, check_output_path
 from isonet.stages.segment import segment_to_zarr
 from isonet.stages.views import CubicUpsampledView, PlanesView
@@ -57,10 +57,11 @@ def _max(volume) -> int:
     return max(int(np.max(volume[z:z + step])) for z in range(0, volume.shape[0], step))
 
 
-def _segmented(volume, path, voxel_size, chunks, block, halo, min_distance, min_size):
+def _segmented(volume, path, voxel_size, chunks, block, halo, min_distance, min_size, max_window):
     """Block-wise labels of ``volume`` in a new OME-Zarr image at ``path`` (level 0, no pyramid)."""
     _, level0 = create_ome_zarr(path, volume.shape, np.int32, chunks, voxel_size, name="labels")
-    segment_to_zarr(volume, level0, None, block, halo, min_distance, min_size, log=logger.warning)
+    segment_to_zarr(volume, level0, None, block, halo, min_distance, min_size, log=logger.warning,
+                    max_window=max_window)
     return level0
 
 
@@ -68,6 +69,7 @@ def evaluate_stage(
     input_zarr, restored_zarr, restored_labels_zarr, out_json, out_md, gt=None, iso_gt=None, gt_labels=None,
     subsample: float | None = None, min_distance: int = 5, min_size: int = 64,
     block: Sequence[int] = DEFAULT_BLOCK, halo: int = DEFAULT_HALO, z_margin: float = DEFAULT_Z_MARGIN,
+    max_window: int | None = DEFAULT_MAX_WINDOW,
 ) -> dict:
     """Write ``metrics.json`` and a markdown table comparing restoration and cubic upsampling.
 
@@ -106,7 +108,7 @@ def evaluate_stage(
                 Path(out_json).parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out_json).parent,
                                                                            prefix=".evaluate-")))
-                segment = (restored_voxel_size, restored_arr.chunks, block, halo, min_distance, min_size)
+                segment = (restored_voxel_size, restored_arr.chunks, block, halo, min_distance, min_size, max_window)
                 candidates["input"] = _segmented(cubic, tmp / "input.ome.zarr", *segment)
                 if "iso_gt" in refs:
                     candidates["iso_gt"] = _segmented(refs["iso_gt"], tmp / "iso_gt.ome.zarr", *segment)
@@ -126,7 +128,8 @@ def evaluate_stage(
                 logger.info("evaluate: SEG %s", {k: (round(v, 4) if v is not None else None) for k, v in seg.items()})
     metrics["provenance"] = provenance_record(
         "evaluate", {"subsample": subsample, "min_distance": min_distance, "min_size": min_size,
-                     "block": [int(b) for b in block], "halo": int(halo), "z_margin": float(z_margin)},
+                     "block": [int(b) for b in block], "halo": int(halo), "max_window": max_window,
+                     "z_margin": float(z_margin)},
         {"image": {"path": str(input_zarr)}, "restored": {
             "path": str(restored_zarr), "sha256": array_sha256(restored_arr), "hash": "array_sha256",
             "provenance": _stored_provenance(restored_zarr)}},

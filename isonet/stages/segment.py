@@ -15,7 +15,7 @@ import zarr
 
 from isonet.errors import InputError
 from isonet.segment import summary_of_sizes
-from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, segment_nuclei_blocks
+from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, DEFAULT_MAX_WINDOW, segment_nuclei_blocks
 from isonet.stages.common import check_output_path
 from isonet.stages.views import PlanesView
 from isonet.storage import (
@@ -47,7 +47,7 @@ def whole_chunks(block: Sequence[int], chunks: Sequence[int]) -> tuple[int, int,
 
 
 def segment_to_zarr(volume, level0, threshold=None, block=DEFAULT_BLOCK, halo=DEFAULT_HALO,
-                    min_distance: int = 5, min_size: int = 64, log=None):
+                    min_distance: int = 5, min_size: int = 64, log=None, max_window=DEFAULT_MAX_WINDOW):
     """Segment ``volume`` block by block into ``level0`` of a new OME-Zarr image.
 
     ``level0`` is the array :func:`isonet.storage.create_ome_zarr` (or
@@ -61,7 +61,8 @@ def segment_to_zarr(volume, level0, threshold=None, block=DEFAULT_BLOCK, halo=DE
     try:
         return segment_nuclei_blocks(volume, level0, scratch, threshold=threshold,
                                      block=whole_chunks(block, level0.chunks), halo=halo,
-                                     min_distance=min_distance, min_size=min_size, log=log)
+                                     min_distance=min_distance, min_size=min_size, log=log,
+                                     max_window=max_window)
     finally:
         del group["scratch"]
 
@@ -69,7 +70,7 @@ def segment_to_zarr(volume, level0, threshold=None, block=DEFAULT_BLOCK, halo=DE
 def segment_stage(
     image_zarr, labels_zarr, summary_json=None, threshold: float | None = None, min_distance: int = 5,
     min_size: int = 64, pyramid_levels: int = 3, block: Sequence[int] = DEFAULT_BLOCK, halo: int = DEFAULT_HALO,
-    channel: int | str | None = None,
+    channel: int | str | None = None, max_window: int | None = DEFAULT_MAX_WINDOW,
 ) -> dict:
     """Segment the level-0 image of ``image_zarr`` into ``labels_zarr`` (OME-Zarr, int32).
 
@@ -106,7 +107,7 @@ def segment_stage(
                          f"give {Path(image_zarr) / 'labels' / Path(labels_zarr).name}")
     chunks = tuple(array.chunks)
     provenance = {"stage": "segment", "source": str(image_zarr), "block": list(whole_chunks(block, chunks[-3:])),
-                  "halo": int(halo)}
+                  "halo": int(halo), "max_window": max_window}
     if lead_axes:
         c, name = _channel_of(image_zarr, lead_axes, array.shape, channel)
         times = range(array.shape[lead_axes.index("t")]) if "t" in lead_axes else [None]
@@ -127,7 +128,7 @@ def segment_stage(
         for t, source, target in volumes:
             volume = IndexedView(array, source) if source else array
             result = _segment_volume(image_zarr, volume, IndexedView(level0, target) if target else level0,
-                                     threshold, block, halo, min_distance, min_size)
+                                     threshold, block, halo, min_distance, min_size, max_window)
             per_time.append({**({"t": t} if t is not None else {}), "threshold": result["threshold"],
                              "threshold_method": result["threshold_method"], **summary_of_sizes(result["sizes"])})
             if t is not None:
@@ -145,11 +146,11 @@ def segment_stage(
     return summary
 
 
-def _segment_volume(image_zarr, volume, target, threshold, block, halo, min_distance, min_size) -> dict:
+def _segment_volume(image_zarr, volume, target, threshold, block, halo, min_distance, min_size, max_window) -> dict:
     """Labels of one 3D volume into ``target``; InputErrors of the pure functions name the image."""
     try:
         return segment_to_zarr(PlanesView(volume, np.float32), target, threshold, block, halo,
-                               min_distance, min_size, log=logger.warning)
+                               min_distance, min_size, log=logger.warning, max_window=max_window)
     except InputError as err:  # the pure functions name the setting, not the file
         if str(err).startswith((str(image_zarr), str(Path(image_zarr)))):
             raise

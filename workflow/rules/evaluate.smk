@@ -27,5 +27,5 @@ rule evaluate:
     shell:
         "isonet evaluate {input.zarr:q} {input.restored:q} {params.labels} {output.json:q}"
         " {output.md:q} {params.gt} {params.subsample} --min-distance {params.c[min_distance]}"
-        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]}"
+        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]} --max-window {params.c[max_window]}"
         " > {log:q} 2>&1"

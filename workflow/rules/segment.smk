@@ -29,4 +29,4 @@ rule segment:
     shell:
         "isonet segment {input:q} {params.labels} --summary-json {output.summary:q}"
         " --min-distance {params.c[min_distance]} --min-size {params.c[min_size]}"
-        " --block {params.block} --halo {params.c[halo]} > {log:q} 2>&1"
+        " --block {params.block} --halo {params.c[halo]} --max-window {params.c[max_window]} > {log:q} 2>&1"

@@ -210,7 +210,7 @@ rule segment_channel:
     shell:
         "isonet segment {input.image:q} {params.labels} --channel {wildcards.c}"
         " --summary-json {output.summary:q} --min-distance {params.c[min_distance]}"
-        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]}"
+        " --min-size {params.c[min_size]} --block {params.block} --halo {params.c[halo]} --max-window {params.c[max_window]}"
         " > {log:q} 2>&1"
 
 
