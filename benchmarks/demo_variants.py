@@ -50,6 +50,10 @@ VARIANTS = {
     # the split training kernel (h_rot = h_iso * h_split): blur only along the axial direction
     "cos600split": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.2},
                     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
+    # sixth session, without dropout: the same samples in twice the steps at half the batch, and the split kernel
+    "cos600d0b8": {"train": {"steps": 1200, "schedule": "cosine", "dropout": 0.0, "batch_size": 8, "warmup_steps": 200}},
+    "cos600d0split": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0},
+                      "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
 }
 
 

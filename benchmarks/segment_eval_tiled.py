@@ -239,14 +239,16 @@ def figures_from_log(text: str) -> dict:
     return {"max_rss_mib": round(int(field("Maximum resident set size (kbytes)")) / 1024, 1),
             "wall_s": round(wall, 1), "user_s": float(field("User time (seconds)")),
             "system_s": float(field("System time (seconds)")),
-            "grown_windows": len(grown), "largest_grown_blob": list(largest) if largest else None}
+            "grown_windows": len(grown), "largest_grown_blob": list(largest) if largest else None,
+            "parts_split_in_window": sum(int(n) for n in re.findall(r"segment: (\d+) parts of blobs", text))}
 
 
 def stage_commands(work: Path, config: dict) -> dict[str, list[str]]:
     """``isonet segment`` and ``isonet evaluate`` as the workflow's rules call them."""
     s = config["segment"]
     common = ["--min-distance", str(s["min_distance"]), "--min-size", str(s["min_size"]),
-              "--block", *map(str, s["block"]), "--halo", str(s["halo"])]
+              "--block", *map(str, s["block"]), "--halo", str(s["halo"]),
+              *(["--max-window", str(s["max_window"])] if s.get("max_window") else [])]
     restored, labels = work / "restored.ome.zarr", work / "restored.ome.zarr" / "labels" / "nuclei"
     return {
         "segment": [*ISONET, "segment", str(restored), str(labels), "--summary-json", str(work / "labels.json"),
@@ -273,9 +275,13 @@ def main() -> None:
                    help="run nothing: take the figures from the stage logs of an earlier run in --workdir")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--nice", type=int, default=19, help="niceness of the measured stages (default 19)")
+    p.add_argument("--max-window", type=int, default=None,
+                   help="segment.max_window for both stages (default: the run's config, else isonet's default)")
     args = p.parse_args()
     run = Path(args.run)
     config = run_config(run)
+    if args.max_window:
+        config["segment"]["max_window"] = args.max_window
     sample_metrics = json.loads((run / "results" / args.sample / "metrics.json").read_text())
     sample_labels = json.loads((run / "results" / args.sample / "labels.json").read_text())
     runs = {}
