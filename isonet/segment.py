@@ -45,30 +45,30 @@ def _split_blob(blob: np.ndarray, min_distance: int, sampling) -> tuple[np.ndarr
     dist, peaks = _seeds(blob, min_distance, sampling)
     if len(peaks) < 2:
         return blob.astype(np.int32), 1
+    return _watershed(blob, dist, peaks), len(peaks)
+
+
+def _watershed(blob: np.ndarray, dist: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Watershed of ``-dist`` within ``blob`` from ``peaks``; label ``j`` grows from ``peaks[j - 1]``."""
     markers = np.zeros(blob.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    return watershed(-dist, markers, mask=blob).astype(np.int32, copy=False), len(peaks)
+    return watershed(-dist, markers, mask=blob).astype(np.int32, copy=False)
 
 
-def split_seeded(comp: np.ndarray, i: int, min_distance: int,
-                 sampling) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def split_seeded(comp: np.ndarray, i: int, min_distance: int, sampling) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split part ``i`` of a component labelling the way :func:`split_component` does, naming objects by seed.
 
     For a blob seen only in part (a window that cuts it): holes are filled and the distance
     transform taken within ``comp``, so both are exact where the blob's background lies within
     it; each object is named by the voxel of its seed, which any other window holding that seed
     finds too. Returns the watershed labels ``1..k`` over ``comp``, the voxels to write and the
-    ``(k, 3)`` seed voxels (label ``j`` grew from seed ``j - 1``), or None for an empty part.
+    ``(k, 3)`` seed voxels (label ``j`` grew from seed ``j - 1``).
     """
     blob = ndi.binary_fill_holes(comp == i)
-    if not blob.any():
-        return None
     dist, peaks = _seeds(blob, min_distance, sampling)
     if len(peaks) == 0:  # a part too thin for a maximum: the deepest voxel names it
         peaks = np.array([np.unravel_index(int(np.argmax(np.where(blob, dist, -1))), blob.shape)])
-    markers = np.zeros(blob.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    split = watershed(-dist, markers, mask=blob).astype(np.int32, copy=False)
+    split = _watershed(blob, dist, peaks)
     return split, (split > 0) & ((comp == i) | (comp == 0)), peaks
 
 

@@ -301,17 +301,12 @@ def segment_nuclei_blocks(
                     "segmented in a window grown around it (raise segment.halo to keep memory flat)")
             blobs[first] = (comp, j, box)
         provisional = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
-        for i, part_box in parts:
+        for i, part_box in parts:  # each meets the core: its box does, and the core lies inside the window
             local += 1
-            result = split_seeded(comps[part_box], i, min_distance, sampling)
-            if result is None:
-                continue
-            split, write, seeds = result
+            split, write, seeds = split_seeded(comps[part_box], i, min_distance, sampling)
             corner = [b.start + o for b, o in zip(part_box, origin)]
             names = np.ravel_multi_index(tuple((seeds + corner).T), shape).astype(np.int64) * rank_base
             part = _meet(_shift(part_box, [-o for o in origin]), core)
-            if part is None:
-                continue
             in_box = _shift(part, corner)
             mask = write[in_box]
             provisional[_shift(part, [c.start for c in core])][mask] = names[split[in_box][mask] - 1]
