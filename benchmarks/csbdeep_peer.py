@@ -183,7 +183,8 @@ def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, thre
                      "isonet_train_s": cell["training"].get(MATCH_METHOD, {}).get("train_s"),
                      "steps_per_epoch": steps_per_epoch,
                      "batch_size": 16, "patch_size": s["patch_size"], "n_patches": s["n_patches"],
-                     **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in facts.items()}},
+                     **{k: (round(v, 1 if k.endswith("_s") else 5) if isinstance(v, float) else v)
+                        for k, v in facts.items()}},
         "z_grid": "resampled linearly from n_acq*factor corner-aligned planes onto isonet's grid",
         **score(cell, stack_npz, restored),
         "timing": {"total": round(wall, 1)},

@@ -6,6 +6,12 @@ node). Cells already written are kept, so a rerun finishes an interrupted grid.
 
     python benchmarks/run_grid.py OUTDIR [--size quick] [--device cuda] [--lanes 8] [--threads 2]
                                          [--phantoms nuclei ...] [--psfs gaussian ...] [--stacks N]
+                                         [--methods cubic isonet2_full ...] [--tuned TUNED.json] [--peer]
+                                         [--settings '{"schedule": "cosine"}']
+
+``--peer`` also restores each cell's stack with CSBDeep IsotropicCARE (benchmarks/csbdeep_peer.py,
+after ``make peer-venv``) right after the cell, in the same lane, for the wall time IsoNet-2 full
+trained there; the table gets its column. ``--tuned`` reuses a tuning result instead of searching.
 """
 
 from __future__ import annotations
@@ -48,18 +54,30 @@ def main() -> None:
     p.add_argument("--phantoms", nargs="*", default=None)
     p.add_argument("--psfs", nargs="*", default=None)
     p.add_argument("--stacks", type=int, default=None)
+    p.add_argument("--methods", nargs="*", default=None, help="overrides the size's methods")
+    p.add_argument("--tuned", type=Path, default=None, help="a tuned.json to reuse (no search)")
+    p.add_argument("--peer", action="store_true", help="CSBDeep IsotropicCARE on every cell's stack")
+    p.add_argument("--settings", default=None, help="JSON merged over the size's settings, e.g. an ablation's")
     args = p.parse_args()
 
     bench = yaml.safe_load(Path(args.config).read_text())["benchmark"]
     size = bench["sizes"][args.size]
     settings = dict(size["settings"], device=args.device)
+    if args.methods:
+        settings["methods"] = args.methods
+    if args.settings:
+        settings.update(json.loads(args.settings))
     psfs, tune = bench["psfs"], bench["tune"]
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(exist_ok=True)
+    if args.peer:
+        (args.out / "peer").mkdir(exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     threads = ["--threads", str(args.threads)]
 
     tuned = args.out / "tuned.json"
+    if args.tuned and not tuned.exists():
+        tuned.write_text(args.tuned.read_text())
     if not tuned.exists():
         command = [*ISONET, "benchmark-tune", str(tuned), "--phantom", tune["phantom"], *psf_args(psfs, tune["psf"]),
                    "--grid", json.dumps(tune["grid"]), "--settings", json.dumps(settings), *threads]
@@ -72,16 +90,34 @@ def main() -> None:
             for stack in range(args.stacks or int(size["stacks"])):
                 name = f"{phantom}_{psf}_{stack}"
                 out = args.out / "cells" / f"{name}.json"
-                if out.exists():
-                    continue
-                cell = dict(settings, rl_iterations=int(psfs[psf]["rl_iterations"]))
-                command = [*ISONET, "benchmark-cell", str(out), "--phantom", phantom, *psf_args(psfs, psf),
-                           "--stack", str(stack), "--settings", json.dumps(cell), *threads, "--tuned", str(tuned)]
-                jobs.append((command, args.out / "logs" / f"{name}.log"))
+                peer = args.out / "peer" / f"{name}.json"
+                steps = []
+                stack_npz = args.out / "cells" / f"{name}.npz"
+                if not out.exists():
+                    cell = dict(settings, rl_iterations=int(psfs[psf]["rl_iterations"]))
+                    command = [*ISONET, "benchmark-cell", str(out), "--phantom", phantom, *psf_args(psfs, psf),
+                               "--stack", str(stack), "--settings", json.dumps(cell), *threads, "--tuned", str(tuned)]
+                    if args.peer:
+                        command += ["--stack-npz", str(stack_npz)]
+                    steps.append((command, args.out / "logs" / f"{name}.log"))
+                if args.peer and not peer.exists():
+                    command = [sys.executable, str(Path(__file__).parent / "csbdeep_peer.py"), str(out), str(stack_npz),
+                               str(peer)]
+                    steps.append((command, args.out / "logs" / f"peer_{name}.log"))
+                if steps:
+                    jobs.append(steps)
+
+    def run_steps(steps) -> int:  # a cell, then its peer on the stack it wrote
+        for command, log in steps:
+            if run_logged(command, log, env):
+                return 1
+        return 0
+
     with ThreadPoolExecutor(max(1, args.lanes)) as pool:
-        failed = sum(rc != 0 for rc in pool.map(lambda job: run_logged(*job, env), jobs))
+        failed = sum(pool.map(run_steps, jobs))
 
     cells = sorted(str(c) for c in (args.out / "cells").glob("*.json"))
+    cells += sorted(str(c) for c in (args.out / "peer").glob("*.json")) if args.peer else []
     run_logged([*ISONET, "benchmark-table", *cells, "--tuned", str(tuned), "--out-md", str(args.out / "table1.md")],
                args.out / "logs" / "table.log", env)
     if failed:

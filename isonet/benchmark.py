@@ -111,6 +111,10 @@ class CellSettings:
     #: the last epoch may end part-way, and the steps taken are recorded)
     train_steps: int = 400
     batch_size: int = 16
+    #: learning-rate schedule after the warm-up (``TrainConfig.schedule``): ``plateau`` keeps
+    #: the rate constant, ``cosine`` anneals it to 0 over ``train_steps`` (the workflow's default)
+    schedule: str = "plateau"
+    warmup_steps: int = 100
     validation_fraction: float = 0.1
     #: learning rate and dropout per architecture; the output of :func:`tune_networks`
     hyper: dict = field(default_factory=_default_hyper)
@@ -151,6 +155,8 @@ class CellSettings:
             if arch not in ARCHITECTURES or set(hp) != {"learning_rate", "dropout"}:
                 raise InputError(f"benchmark setting hyper[{arch!r}] = {hp}; expected one of "
                                  f"{', '.join(ARCHITECTURES)} with exactly learning_rate and dropout")
+        if s.schedule not in ("plateau", "cosine"):
+            raise InputError(f"benchmark setting schedule is {s.schedule!r}; valid: plateau, cosine")
         if int(s.train_steps) < 1:
             raise InputError(f"benchmark setting train_steps must be >= 1, got {s.train_steps}")
         return s
@@ -213,7 +219,7 @@ def train_and_restore(
     config = TrainConfig(
         steps=int(s.train_steps), batch_size=s.batch_size, learning_rate=float(hp["learning_rate"]),
         validation_fraction=s.validation_fraction, flip_axes=flips, seed=seed, device=s.device,
-        precision=s.precision,
+        precision=s.precision, schedule=s.schedule, warmup_steps=int(s.warmup_steps),
     )
     net = build_network(architecture, dropout=float(hp["dropout"]), seed=seed)
     t0, cpu0 = time.perf_counter(), time.process_time()

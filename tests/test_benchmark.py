@@ -12,6 +12,7 @@ from isonet.benchmark import (
     seg_whole_and_interior,
     segment_volumes,
     table_markdown,
+    training_kernels,
 )
 from isonet.errors import InputError
 from isonet.metrics import interior_label_ids
@@ -79,6 +80,29 @@ def test_settings_reject_unknown_keys_methods_rules_and_hyper():
         CellSettings.from_dict({"hyper": {"isonet2": {"learning_rate": 1e-3}}})
     s = CellSettings.from_dict({"hyper": {"isonet2": {"learning_rate": 1e-3, "dropout": 0.0}}})
     assert s.hyper["isonet1"] == {"learning_rate": 1e-3, "dropout": 0.0}  # the other keeps its default
+
+
+def test_cell_training_follows_the_schedule_setting(monkeypatch):
+    import isonet.benchmark as bench
+    from isonet.psf import gaussian_psf
+
+    seen = {}
+
+    def stop_at_fit(net, X, Y, config, **kw):
+        seen["config"] = config
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(bench, "fit", stop_at_fit)
+    s = CellSettings.from_dict({"schedule": "cosine", "warmup_steps": 5, "train_steps": 3, "n_patches": 8,
+                                "patch_size": 32})
+    acquired = np.random.default_rng(0).poisson(50, (12, 48, 48)).astype(np.float32) + 100
+    kernel = training_kernels(gaussian_psf(1.0, 3.0))["full"]
+    with pytest.raises(RuntimeError, match="stopped"):
+        bench.train_and_restore(acquired, kernel, "isonet2", s, seed=0)
+    assert (seen["config"].schedule, seen["config"].warmup_steps, seen["config"].steps) == ("cosine", 5, 3)
+    assert CellSettings().schedule == "plateau"  # the default keeps the published cells reproducible
+    with pytest.raises(InputError, match="schedule"):
+        CellSettings.from_dict({"schedule": "step"})
 
 
 def test_interior_seg_on_a_toy_label_volume():

@@ -1,0 +1,119 @@
+"""How much of the demo's remaining SEG gap is the training pairs' fault? An oracle says.
+
+The self-supervised network learns from lateral planes degraded to look like axial slices. This
+script trains the same network, for the same budget, on the pairs a user can never have: real
+axial slices of the demo (its acquisition, cubic-upsampled along z, exactly what inference feeds
+the network) against the same slices of the noise-free isotropic reference (iso-GT). Both models,
+the demo's own (self-supervised) and the oracle, are then applied, segmented and scored by the
+same code here. If the oracle closes far more of the SEG gap, the pairs do not describe the
+acquisition; if it closes about as much, the network and its budget are the limit.
+
+    python benchmarks/demo_oracle.py RUN OUT.json [--steps 600] [--threads 1] [--seed 0]
+
+RUN is a finished demo workflow directory (``resources/synthetic/demo`` and
+``results/demo/train/model.safetensors``), e.g. a run of ``benchmarks/demo_variants.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from isonet.degrade import upsample_axis
+from isonet.metrics import psnr_affine, seg_score
+from isonet.modelfile import load_model
+from isonet.nets import build_network, halo_for
+from isonet.patches import fit_normalization
+from isonet.predict import restore_volume
+from isonet.segment import segment_nuclei
+from isonet.train import TrainConfig, fit
+
+
+def axial_patches(volume: np.ndarray, target: np.ndarray, rows: np.ndarray, n: int, size: int,
+                  threshold: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` square patches (lateral, z) from the xz and yz slices at ``rows`` (half each).
+
+    As the patches stage does, 80 % are centred on a target value above ``threshold``.
+    """
+    X = np.empty((n, size, size), np.float32)
+    Y = np.empty_like(X)
+    nz = volume.shape[0]
+    for i in range(n):
+        r = int(rng.choice(rows))
+        if i % 2:
+            xs, ys = volume[:, r, :].T, target[:, r, :].T  # xz slice as (x, z)
+        else:
+            xs, ys = volume[:, :, r].T, target[:, :, r].T  # yz slice as (y, z)
+        for _ in range(50):
+            a, z = int(rng.integers(xs.shape[0] - size + 1)), int(rng.integers(nz - size + 1))
+            if i % 5 == 4 or ys[a + size // 2, z + size // 2] > threshold:
+                break
+        X[i], Y[i] = xs[a : a + size, z : z + size], ys[a : a + size, z : z + size]
+    return X, Y
+
+
+def score(restored: np.ndarray, gt: np.ndarray, iso: np.ndarray, labels: np.ndarray) -> dict:
+    seg = segment_nuclei(restored)
+    return {"psnr_gt": psnr_affine(restored, gt), "psnr_iso_gt": psnr_affine(restored, iso),
+            "seg": float(seg_score(labels, seg))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--n-patches", type=int, default=4000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    syn = a.run / "resources/synthetic/demo"
+    acquired = tifffile.imread(syn / "acquired.tif").astype(np.float32)
+    gt, iso = tifffile.imread(syn / "gt.tif"), tifffile.imread(syn / "iso_gt.tif")
+    labels = tifffile.imread(syn / "labels.tif")
+    factor = int(json.loads((syn / "synthetic.json").read_text()).get("subsample", 4))
+    own, meta = load_model(a.run / "results/demo/train/model.safetensors")
+    norm = fit_normalization(acquired)
+    up = norm.apply(upsample_axis(acquired, factor, axis=0))
+    n = up.shape[0]
+    gt, iso, labels = gt[:n], iso[:n], labels[:n]
+    lo, hi = np.percentile(iso, [1.0, 99.8])
+    target = ((iso - lo) / (hi - lo)).astype(np.float32)
+
+    rng = np.random.default_rng(a.seed)
+    rows = rng.permutation(up.shape[1])
+    held = rows[: len(rows) // 10]
+    X, Y = axial_patches(up, target, rows[len(held):], a.n_patches, 64, np.percentile(target, 90), rng)
+    Xv, Yv = axial_patches(up, target, held, 400, 64, np.percentile(target, 90), rng)
+    oracle = build_network("isonet2", dropout=0.0, seed=a.seed)
+    config = TrainConfig(steps=a.steps, batch_size=16, learning_rate=5e-3, warmup_steps=100, schedule="cosine",
+                         seed=a.seed, device="cpu", precision="fp32", flip_axes=(0, 1))
+    t0 = time.perf_counter()
+    state = fit(oracle, X, Y, config, validation=(Xv, Yv))
+    train_s = time.perf_counter() - t0
+    oracle.load_state_dict(state.best_model)
+
+    result = {"run": str(a.run), "steps": a.steps, "seed": a.seed, "train_s": round(train_s, 1),
+              "oracle_best_val_psnr": -state.best_val_loss}
+    for name, model in (("self_supervised", own), ("oracle", oracle)):
+        model.eval()
+        restored = restore_volume(model, acquired, factor, norm, halo_for(model), edges="clip", batch_size=16)
+        result[name] = score(restored[:n], gt, iso, labels)
+    result["input_cubic"] = score(norm.invert(up), gt, iso, labels)
+    result["iso_gt"] = score(iso, gt, iso, labels)
+    gap = result["iso_gt"]["seg"] - result["input_cubic"]["seg"]
+    for name in ("self_supervised", "oracle"):
+        result[name]["gap_closed"] = (result[name]["seg"] - result["input_cubic"]["seg"]) / gap
+    a.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
