@@ -84,6 +84,8 @@ def worker(stack_npz, out_npz, budget_s: float, n_patches: int, patch_size: int,
     n_val = max(1, len(X) // 10)
     val = (X[-n_val:], Y[-n_val:])
     X, Y = X[:-n_val], Y[:-n_val]
+    if steps_per_epoch <= 0:  # validate once per pass over the patches, as isonet does
+        steps_per_epoch = -(-len(X) // 16)
 
     config = Config("SYXC", 1, 1, train_batch_size=16, train_epochs=1000, train_steps_per_epoch=steps_per_epoch,
                     train_tensorboard=False)
@@ -116,7 +118,8 @@ def worker(stack_npz, out_npz, budget_s: float, n_patches: int, patch_size: int,
     val_loss = [float(v) for v in history.history.get("val_loss", [])]
     np.savez(out_npz, restored=restored.astype(np.float32), train_s=t_train, train_cpu_s=cpu_train,
              first_step_s=getattr(budget, "first_step_s", float("nan")), predict_s=t_predict, data_s=t_data,
-             steps=budget.steps, epochs=len(val_loss), val_loss=np.asarray(val_loss), n_train=len(X))
+             steps=budget.steps, epochs=len(val_loss), val_loss=np.asarray(val_loss), n_train=len(X),
+             steps_per_epoch=steps_per_epoch)
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,7 +152,7 @@ def score(cell: dict, stack_npz, restored: np.ndarray) -> dict:
 
 
 def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, threads: int | None = None,
-             peer_python=DEFAULT_PEER_PYTHON, steps_per_epoch: int = 10, keep_npz=None) -> dict:
+             peer_python=DEFAULT_PEER_PYTHON, steps_per_epoch: int = 0, keep_npz=None) -> dict:
     """Train and apply the peer on one cell's stack; write and return its per-stack JSON."""
     cell = json.loads(Path(cell_json).read_text())
     budget_from = "--budget-s" if budget_s is not None else MATCH_METHOD
@@ -172,6 +175,7 @@ def run_peer(cell_json, stack_npz, out_json, budget_s: float | None = None, thre
         with np.load(pred_npz) as z:
             restored = z["restored"]
             facts = {k: float(z[k]) for k in ("train_s", "train_cpu_s", "first_step_s", "predict_s", "data_s")}
+            steps_per_epoch = int(z["steps_per_epoch"])
             facts.update(steps=int(z["steps"]), epochs=int(z["epochs"]), n_train_patches=int(z["n_train"]),
                          best_val_mae=float(np.min(z["val_loss"])) if z["val_loss"].size else None)
     result = {
@@ -203,7 +207,7 @@ def main(argv=None) -> None:
         p.add_argument("--budget-s", type=float, required=True)
         p.add_argument("--n-patches", type=int, default=1024)
         p.add_argument("--patch-size", type=int, default=64)
-        p.add_argument("--steps-per-epoch", type=int, default=10)
+        p.add_argument("--steps-per-epoch", type=int, default=0)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--seed", type=int, default=0)
         a = p.parse_args(argv[1:])
@@ -216,7 +220,9 @@ def main(argv=None) -> None:
     p.add_argument("--budget-s", type=float, default=None,
                    help=f"training wall time; default: the cell's {MATCH_METHOD} training time")
     p.add_argument("--threads", type=int, default=None, help="default: the cell's")
-    p.add_argument("--steps-per-epoch", type=int, default=10, help="validation (best-epoch check) every this many steps")
+    p.add_argument("--steps-per-epoch", type=int, default=0,
+                   help="validation (best-epoch check) every this many steps; 0: once per pass over the training "
+                        "patches, as isonet validates (58 steps for the quick size's 922 training patches)")
     p.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON))
     p.add_argument("--keep-npz", default=None, help="also keep the peer's raw prediction here")
     a = p.parse_args(argv)
