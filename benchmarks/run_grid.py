@@ -93,7 +93,8 @@ def main() -> None:
                 peer = args.out / "peer" / f"{name}.json"
                 steps = []
                 stack_npz = args.out / "cells" / f"{name}.npz"
-                if not out.exists():
+                # the peer needs the cell's stack and its training time from the same run
+                if not out.exists() or (args.peer and not peer.exists() and not stack_npz.exists()):
                     cell = dict(settings, rl_iterations=int(psfs[psf]["rl_iterations"]))
                     command = [*ISONET, "benchmark-cell", str(out), "--phantom", phantom, *psf_args(psfs, psf),
                                "--stack", str(stack), "--settings", json.dumps(cell), *threads, "--tuned", str(tuned)]
