@@ -31,11 +31,11 @@ import numpy as np
 import tifffile
 import torch
 
+from isonet.camera import Camera
 from isonet.degrade import upsample_axis
 from isonet.metrics import psnr_affine, seg_score
 from isonet.modelfile import load_model
 from isonet.nets import build_network, halo_for
-from isonet.camera import Camera
 from isonet.patches import fit_normalization, sample_training_pairs, split_planes
 from isonet.predict import restore_volume
 from isonet.segment import segment_nuclei
@@ -65,6 +65,13 @@ def axial_patches(volume: np.ndarray, target: np.ndarray, rows: np.ndarray, n: i
     return X, Y
 
 
+def demo_training(steps: int, seed: int):
+    """An untrained IsoNet-2 and the demo's training settings (600 steps of 16, cosine, lr 5e-3, dropout 0)."""
+    config = TrainConfig(steps=steps, batch_size=16, learning_rate=5e-3, warmup_steps=100, schedule="cosine",
+                         seed=seed, device="cpu", precision="fp32", flip_axes=(0, 1))
+    return build_network("isonet2", dropout=0.0, seed=seed), config
+
+
 def bootstrap_round(restored: np.ndarray, patches_npz: Path, norm, factor: int, steps: int, seed: int):
     """A second IsoNet-2 trained on pairs from the lateral planes of a first restoration."""
     with np.load(patches_npz) as z:
@@ -78,9 +85,7 @@ def bootstrap_round(restored: np.ndarray, patches_npz: Path, norm, factor: int, 
     pairs = sample_training_pairs([planes[i] for i in train_idx], n_patches=int(meta["n_patches"]), seed=seed, **common)
     val = sample_training_pairs([planes[i] for i in val_idx], n_patches=400, seed=seed + 1, **common)
     val_xy = (val.inputs(np.arange(len(val)), np.random.default_rng([seed, 1 << 20])), val.targets)
-    net = build_network("isonet2", dropout=0.0, seed=seed)
-    config = TrainConfig(steps=steps, batch_size=16, learning_rate=5e-3, warmup_steps=100, schedule="cosine",
-                         seed=seed, device="cpu", precision="fp32", flip_axes=(0, 1))
+    net, config = demo_training(steps, seed)
     state = fit(net, pairs, pairs.targets, config, validation=val_xy)
     net.load_state_dict(state.best_model)
     return net.eval(), -state.best_val_loss
@@ -109,7 +114,7 @@ def main() -> None:
     gt, iso = tifffile.imread(syn / "gt.tif"), tifffile.imread(syn / "iso_gt.tif")
     labels = tifffile.imread(syn / "labels.tif")
     factor = int(json.loads((syn / "synthetic.json").read_text()).get("subsample", 4))
-    own, meta = load_model(a.run / "results/demo/train/model.safetensors")
+    own, _ = load_model(a.run / "results/demo/train/model.safetensors")
     norm = fit_normalization(acquired)
     up = norm.apply(upsample_axis(acquired, factor, axis=0))
     n = up.shape[0]
@@ -153,9 +158,7 @@ def train_oracle(up: np.ndarray, target: np.ndarray, a, result: dict):
     held = rows[: len(rows) // 10]
     X, Y = axial_patches(up, target, rows[len(held):], a.n_patches, 64, np.percentile(target, 90), rng)
     Xv, Yv = axial_patches(up, target, held, 400, 64, np.percentile(target, 90), rng)
-    oracle = build_network("isonet2", dropout=0.0, seed=a.seed)
-    config = TrainConfig(steps=a.steps, batch_size=16, learning_rate=5e-3, warmup_steps=100, schedule="cosine",
-                         seed=a.seed, device="cpu", precision="fp32", flip_axes=(0, 1))
+    oracle, config = demo_training(a.steps, a.seed)
     t0 = time.perf_counter()
     state = fit(oracle, X, Y, config, validation=(Xv, Yv))
     train_s = time.perf_counter() - t0
