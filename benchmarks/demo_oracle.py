@@ -72,8 +72,12 @@ def demo_training(steps: int, seed: int):
     return build_network("isonet2", dropout=0.0, seed=seed), config
 
 
-def bootstrap_round(restored: np.ndarray, patches_npz: Path, norm, factor: int, steps: int, seed: int):
-    """A second IsoNet-2 trained on pairs from the lateral planes of a first restoration."""
+def bootstrap_round(restored: np.ndarray, patches_npz: Path, norm, factor: int, steps: int, seed: int,
+                    warm: torch.nn.Module | None = None):
+    """A second IsoNet-2 trained on pairs from the lateral planes of a first restoration.
+
+    ``warm``: start from this network's weights (the first round's) instead of a fresh initialisation.
+    """
     with np.load(patches_npz) as z:
         kernel, meta = z["kernel"], json.loads(str(z["meta"]))
     camera = Camera.from_dict(meta["camera"]) if meta.get("camera") else None
@@ -86,9 +90,22 @@ def bootstrap_round(restored: np.ndarray, patches_npz: Path, norm, factor: int, 
     val = sample_training_pairs([planes[i] for i in val_idx], n_patches=400, seed=seed + 1, **common)
     val_xy = (val.inputs(np.arange(len(val)), np.random.default_rng([seed, 1 << 20])), val.targets)
     net, config = demo_training(steps, seed)
+    if warm is not None:
+        net.load_state_dict(warm.state_dict())
     state = fit(net, pairs, pairs.targets, config, validation=val_xy)
     net.load_state_dict(state.best_model)
     return net.eval(), -state.best_val_loss
+
+
+def restore_slab(model, acquired: np.ndarray, factor: int, norm, planes: int) -> np.ndarray:
+    """The ``planes`` central planes of the restoration, computed from only the acquired planes they need."""
+    model.eval()
+    n = acquired.shape[0] * factor
+    lo, hi = (n - planes) // 2, (n - planes) // 2 + planes
+    margin = -(-halo_for(model) // factor) + 2
+    a0, a1 = max(0, lo // factor - margin), min(acquired.shape[0], -(-hi // factor) + margin)
+    part = restore_volume(model, acquired[a0:a1], factor, norm, halo_for(model), edges="clip", batch_size=16)
+    return part[lo - a0 * factor : hi - a0 * factor]
 
 
 def score(restored: np.ndarray, gt: np.ndarray, iso: np.ndarray, labels: np.ndarray) -> dict:
@@ -106,6 +123,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", action="store_true", help="also a second round from the first's restoration")
+    p.add_argument("--round2-steps", type=int, help="steps of the second round (default: --steps)")
+    p.add_argument("--warm", action="store_true", help="second round starts from the first round's weights")
+    p.add_argument("--slab", type=int, default=0,
+                   help="second round's pairs from only this many central restored planes (0: all)")
+    p.add_argument("--rounds", type=int, default=2, help="self-supervised rounds in all (with --bootstrap)")
+    p.add_argument("--control", action="store_true",
+                   help="later rounds train on the acquisition's planes again (the extra steps without new pairs)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle (with --bootstrap)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -133,11 +157,23 @@ def main() -> None:
         return restored[name]
 
     if a.bootstrap:
-        first = restore("self_supervised")
-        t0 = time.perf_counter()
-        models["bootstrap"], result["bootstrap_best_val_psnr"] = bootstrap_round(
-            first, a.run / "results/demo/train/patches.npz", norm, factor, a.steps, a.seed)
-        result["bootstrap_train_s"] = round(time.perf_counter() - t0, 1)
+        current, steps2 = own, a.round2_steps or a.steps
+        result.update(round2_steps=steps2, warm=a.warm, slab=a.slab, control=a.control)
+        for r in range(2, a.rounds + 1):
+            name = "bootstrap" if r == 2 else f"round{r}"
+            t0 = time.perf_counter()
+            if a.control:  # the acquisition's own planes again: what the extra steps alone give
+                source = acquired
+            else:
+                source = restore_slab(current, acquired, factor, norm, a.slab) if a.slab else restore(
+                    "self_supervised" if r == 2 else "bootstrap" if r == 3 else f"round{r - 1}")
+            result[f"{name}_restore_s"] = round(time.perf_counter() - t0, 1)
+            t0 = time.perf_counter()
+            models[name], result[f"{name}_best_val_psnr"] = bootstrap_round(
+                source, a.run / "results/demo/train/patches.npz", norm, factor, steps2, a.seed,
+                warm=current if a.warm else None)
+            result[f"{name}_train_s"] = round(time.perf_counter() - t0, 1)
+            current = models[name]
     if not a.no_oracle:
         models["oracle"] = train_oracle(up, target, a, result)
     for name in list(models):

@@ -39,6 +39,7 @@ VARIANTS = {
     "plat600": {"train": {"steps": 600, "schedule": "plateau", "dropout": 0.2}},
     "cos600": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.2}},
     "cos600_tta": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.2}, "predict": {"tta": True}},
+    # (a variant without train.rounds runs one round: all ran before the key existed)
     # without dropout: the default since the fifth session (the variants above pin the paper's 0.2,
     # the default they ran with)
     "cos600d0": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0}},
@@ -54,6 +55,11 @@ VARIANTS = {
     "cos600d0b8": {"train": {"steps": 1200, "schedule": "cosine", "dropout": 0.0, "batch_size": 8, "warmup_steps": 200}},
     "cos600d0split": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0},
                       "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
+    # eighth session: half the steps, the first of two self-supervised rounds (benchmarks/demo_oracle.py --bootstrap)
+    "cos300d0": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 1}},
+    # two self-supervised rounds (train.rounds): 300 steps, then 200 on 96 restored central planes
+    "r2s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
+                         "refine_planes": 96}},
 }
 
 
@@ -71,6 +77,7 @@ def run_variant(workdir: Path, variant: str, seed: int, snakemake: str) -> None:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     overrides = json.loads(json.dumps(VARIANTS[variant]))
     overrides.setdefault("train", {})["seed"] = seed
+    overrides["train"].setdefault("rounds", 1)  # variants without the key ran before train.rounds existed
     config["samples"] = "config/samples.tsv"
     config["overrides"] = {"demo": overrides}
     (run / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

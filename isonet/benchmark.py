@@ -37,7 +37,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -49,8 +49,8 @@ from isonet.errors import InputError
 from isonet.metrics import interior_label_ids, psnr_affine, seg_score
 from isonet.nets import build_network, halo_for
 from isonet.camera import Camera
-from isonet.patches import fit_normalization, sample_training_pairs
-from isonet.predict import prepare_model, resolve_precision, restore_volume
+from isonet.patches import fit_normalization, pairs_from_planes, sample_training_pairs
+from isonet.predict import central_slab, iso_shape, prepare_model, resolve_precision, restore_block, restore_volume
 from isonet.segment import SEG_THRESHOLD_RULES, segment_nuclei, threshold_by_rule
 from isonet.synthetic import PHANTOM_KINDS, make_dataset
 from isonet.train import TrainConfig, fit
@@ -115,6 +115,11 @@ class CellSettings:
     #: the rate constant, ``cosine`` anneals it to 0 over ``train_steps`` (the workflow's default)
     schedule: str = "plateau"
     warmup_steps: int = 100
+    #: self-supervised rounds of the IsoNet variants (the workflow's ``train.rounds``): each after
+    #: the first fine-tunes for ``refine_steps`` on pairs from ``refine_planes`` restored central planes
+    rounds: int = 1
+    refine_steps: int = 200
+    refine_planes: int = 96
     validation_fraction: float = 0.1
     #: learning rate and dropout per architecture; the output of :func:`tune_networks`
     hyper: dict = field(default_factory=_default_hyper)
@@ -159,6 +164,9 @@ class CellSettings:
             raise InputError(f"benchmark setting schedule is {s.schedule!r}; valid: plateau, cosine")
         if int(s.train_steps) < 1:
             raise InputError(f"benchmark setting train_steps must be >= 1, got {s.train_steps}")
+        if int(s.rounds) < 1 or int(s.refine_steps) < 1 or int(s.refine_planes) < 8:
+            raise InputError(f"benchmark settings rounds {s.rounds}, refine_steps {s.refine_steps}, refine_planes "
+                             f"{s.refine_planes}: give rounds >= 1, refine_steps >= 1, refine_planes >= 8")
         return s
 
     def to_dict(self) -> dict:
@@ -224,9 +232,13 @@ def train_and_restore(
     net = build_network(architecture, dropout=float(hp["dropout"]), seed=seed)
     t0, cpu0 = time.perf_counter(), time.process_time()
     state = fit(net, pairs, pairs.targets, config, log=lambda m: None)
-    t_train, cpu_train = time.perf_counter() - t0, time.process_time() - cpu0
     net.load_state_dict(state.best_model)
     device = torch.device(s.device)
+    first_val_psnr, steps, epochs = -float(state.history[0]["val_loss"]), int(state.step), int(state.epoch)
+    for _ in range(2, int(s.rounds) + 1 if kernel.size > 1 else 2):  # not SRCNN (the delta kernel): a baseline
+        state = refine_round(net, acquired, kernel, norm, camera, config, s, seed, device)
+        steps, epochs = steps + int(state.step), epochs + int(state.epoch)
+    t_train, cpu_train = time.perf_counter() - t0, time.process_time() - cpu0
     net = prepare_model(net, device)
     t0 = time.perf_counter()
     restored = restore_volume(net, acquired, s.subsample, norm, halo_for(net), device=device,
@@ -235,18 +247,40 @@ def train_and_restore(
     info = {
         "learning_rate": float(hp["learning_rate"]),
         "dropout": float(hp["dropout"]),
-        "steps": int(state.step),
-        "epochs": int(state.epoch),
+        "steps": steps,
+        "epochs": epochs,
         "best_val_psnr": -float(state.best_val_loss),
-        "first_val_psnr": -float(state.history[0]["val_loss"]),
+        "first_val_psnr": first_val_psnr,
         "train_s": round(t_train, 1),
         "train_cpu_s": round(cpu_train, 1),
         "predict_s": round(t_predict, 1),
     }
-    log(f"{architecture} lr {hp['learning_rate']:g} dropout {hp['dropout']:g}, {state.step} steps: val PSNR "
+    log(f"{architecture} lr {hp['learning_rate']:g} dropout {hp['dropout']:g}, {steps} steps: val PSNR "
         f"{info['first_val_psnr']:.2f} -> {info['best_val_psnr']:.2f} dB, train {t_train:.0f} s, "
         f"predict {t_predict:.0f} s")
     return restored, info
+
+
+def refine_round(net, acquired: np.ndarray, kernel: np.ndarray, norm, camera, config: TrainConfig, s: CellSettings,
+                 seed: int, device):
+    """One more self-supervised round (the workflow's ``train.rounds``): fine-tune ``net`` in place.
+
+    The ``s.refine_planes`` central planes of ``acquired`` are restored by ``net``; it trains for
+    ``s.refine_steps`` steps on pairs from those restored lateral planes (same kernel, camera,
+    patch settings; validation on held-out planes) and keeps its best weights. Returns the state.
+    """
+    net = prepare_model(net, device)
+    ranges = central_slab(iso_shape(acquired.shape, s.subsample), s.refine_planes, 2**24,
+                          int(getattr(net, "size_multiple", 1)), min_side=s.patch_size + math.ceil(s.subsample))
+    planes = norm.apply(restore_block(net, acquired, s.subsample, ranges, norm, halo_for(net), device=device,
+                                      precision=resolve_precision(s.precision, device)))
+    pairs, validation, _ = pairs_from_planes(planes, kernel, s.subsample, s.n_patches, s.patch_size,
+                                             s.foreground_percentile, s.foreground_fraction, s.validation_fraction,
+                                             seed, camera, norm)
+    state = fit(net, pairs, pairs.targets, replace(config, steps=int(s.refine_steps)), log=lambda m: None,
+                validation=validation)
+    net.load_state_dict(state.best_model)
+    return state
 
 
 @dataclass

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"],
                    help="after the warm-up: plateau (constant, halved by --lr-patience) or cosine (down to 0 "
                         "at the end of the step or time budget)")
+    s.add_argument("--input", dest="input_zarr", default=None,
+                   help="the converted input the patches came from (needed for --rounds > 1)")
+    s.add_argument("--rounds", type=_positive_int, default=1,
+                   help="self-supervised rounds: each after the first fine-tunes on the restoration's lateral planes")
+    s.add_argument("--refine-steps", type=_positive_int, default=200, help="optimiser steps of each later round")
+    s.add_argument("--refine-planes", type=_checked(int, lambda v: v >= 8, "an integer >= 8"), default=96,
+                   help="central planes restored for each later round's pairs")
 
     s = sub.add_parser("predict", help="block-wise axial restoration into an OME-Zarr")
     s.add_argument("input_zarr")
@@ -415,7 +422,7 @@ def run(args: argparse.Namespace):
                            args.epochs, args.steps, args.minutes, args.batch_size, args.learning_rate,
                            args.validation_fraction, args.dropout, args.device, args.precision, args.seed,
                            args.threads, args.lr_patience, args.warmup_steps,
-                           args.schedule)
+                           args.schedule, args.input_zarr, args.rounds, args.refine_steps, args.refine_planes)
     if c == "predict":
         from isonet.stages.predict import predict_stage
 

@@ -279,6 +279,49 @@ def sample_training_pairs(
     return TrainingPairs(S, offsets, Y, exact_factor(factor), camera, norm)
 
 
+def pairs_from_planes(
+    planes,
+    kernel: np.ndarray,
+    factor,
+    n_patches: int,
+    patch_size: int = 64,
+    foreground_percentile: float = 90.0,
+    foreground_fraction: float = 0.8,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    camera: Camera | None = None,
+    norm: Normalization | None = None,
+):
+    """Training pairs and held-out validation pairs from normalised lateral planes.
+
+    A ``validation_fraction`` of the planes (:func:`split_planes`) gives only the validation
+    pairs (``round(n_patches * validation_fraction)``, at least one), degraded once with a fixed
+    noise draw so that losses compare across epochs; the others give ``n_patches`` training pairs
+    (:func:`sample_training_pairs`). Patches centred above the ``foreground_percentile`` of the
+    planes make up ``foreground_fraction`` of each.
+
+    Returns
+    -------
+    pairs : TrainingPairs
+    validation : (inputs, targets) or None (no validation planes)
+    info : dict
+        ``threshold`` (the foreground value), ``train_planes`` and ``validation_planes`` (indices).
+    """
+    planes = list(planes)
+    stride = max(1, int(np.sqrt(planes[0].size * len(planes) / 4e6)))  # a few million samples suffice
+    threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
+    train_idx, val_idx = split_planes(len(planes), validation_fraction)
+    common = dict(kernel=kernel, factor=factor, patch_size=patch_size, foreground_threshold=threshold,
+                  foreground_fraction=foreground_fraction, camera=camera, norm=norm)
+    pairs = sample_training_pairs([planes[i] for i in train_idx], n_patches=n_patches, seed=seed, **common)
+    validation = None
+    n_val = max(1, int(round(n_patches * validation_fraction))) if len(val_idx) else 0
+    if n_val:
+        val = sample_training_pairs([planes[i] for i in val_idx], n_patches=n_val, seed=seed + 1, **common)
+        validation = (val.inputs(np.arange(len(val)), np.random.default_rng([seed, 1 << 20])), val.targets)
+    return pairs, validation, {"threshold": threshold, "train_planes": train_idx, "validation_planes": val_idx}
+
+
 def split_planes(n_planes: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Indices of training and held-out validation planes, the validation planes spread evenly.
 

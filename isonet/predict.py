@@ -362,6 +362,33 @@ def block_ranges(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tup
         yield tuple((g[i], min(g[i] + b, s)) for g, i, b, s in zip(grids, starts, block, shape))
 
 
+def central_slab(shape: tuple[int, int, int], planes: int, max_voxels: int, multiple: int = 1,
+                 min_side: int = 1) -> tuple[tuple[int, int], ...]:
+    """Ranges of the ``planes`` central planes of an isotropic volume of ``shape``, as ``((z0, z1), (y0, y1), (x0, x1))``.
+
+    The planes are cropped laterally about their centre (the aspect ratio kept, at least
+    ``min_side`` per side) when they would hold more than ``max_voxels`` voxels; starts are
+    multiples of ``multiple`` (a network's size multiple, see :func:`check_block_start`).
+
+    Examples
+    --------
+    >>> central_slab((256, 256, 256), 96, 2**24, 4)
+    ((80, 176), (0, 256), (0, 256))
+    >>> central_slab((64, 1024, 2048), 96, 2**22, 4)
+    ((0, 64), (420, 601), (840, 1202))
+    """
+    nz, ny, nx = (int(s) for s in shape)
+    planes = min(int(planes), nz)
+    z0 = (nz - planes) // 2 // multiple * multiple
+    scale = min(1.0, float(np.sqrt(max_voxels / (planes * ny * nx))))
+    ranges = [(z0, z0 + planes)]
+    for n in (ny, nx):
+        side = min(n, max(int(min_side), int(n * scale)))
+        start = (n - side) // 2 // multiple * multiple
+        ranges.append((start, start + side))
+    return tuple(ranges)
+
+
 def restore_volume(
     model: nn.Module,
     volume: np.ndarray,

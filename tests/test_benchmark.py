@@ -105,6 +105,33 @@ def test_cell_training_follows_the_schedule_setting(monkeypatch):
         CellSettings.from_dict({"schedule": "step"})
 
 
+def test_cell_rounds_fine_tune_isonet_but_not_srcnn(monkeypatch):
+    import isonet.benchmark as bench
+    from isonet.psf import gaussian_psf
+
+    calls = []
+    real_fit = bench.fit
+
+    def recording_fit(net, X, Y, config, **kw):
+        calls.append((config.steps, len(X), kw.get("validation") is not None))
+        return real_fit(net, X, Y, config, **kw)
+
+    monkeypatch.setattr(bench, "fit", recording_fit)
+    s = CellSettings.from_dict({"train_steps": 2, "n_patches": 8, "patch_size": 16, "rounds": 3, "refine_steps": 1,
+                                "refine_planes": 16, "precision": "fp32"})
+    acquired = np.random.default_rng(0).poisson(50, (8, 32, 32)).astype(np.float32) + 100
+    kernels = training_kernels(gaussian_psf(1.0, 3.0))
+    restored, info = bench.train_and_restore(acquired, kernels["full"], "isonet1", s, seed=0)
+    # the first round on the acquisition's patches (validation split from them), two more on restored planes
+    assert calls == [(2, 8, False), (1, 8, True), (1, 8, True)] and info["steps"] == 4
+    assert restored.shape == (29, 32, 32)
+    calls.clear()
+    bench.train_and_restore(acquired, kernels["delta"], "isonet1", s, seed=0)  # SRCNN: one round
+    assert calls == [(2, 8, False)]
+    with pytest.raises(InputError, match="refine_planes"):
+        CellSettings.from_dict({"rounds": 2, "refine_planes": 2})
+
+
 def test_interior_seg_on_a_toy_label_volume():
     gt = np.zeros((60, 8, 8), np.int32)
     gt[0:6, :4] = 1      # centroid z 2.5: at the top end

@@ -42,7 +42,7 @@ KILL_CONFIG = {
     "synthetic": {"shape": [16, 48, 48]},
     "convert": {"chunks": [2, 48, 48], "pyramid_levels": 2},
     "patches": {"n_patches": 96, "patch_size": 16},
-    "train": {"model": "isonet1", "epochs": 3, "steps": None, "batch_size": 16},
+    "train": {"model": "isonet1", "epochs": 3, "steps": None, "batch_size": 16, "rounds": 1},
     "predict": {"chunks": [4, 48, 48], "block": [4, 48, 48]},
     "stitch": {"pyramid_levels": 2},
     "segment": {"min_size": 8},

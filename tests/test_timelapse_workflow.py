@@ -71,7 +71,7 @@ OVERLAY = {
     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "full", "file": ""},
     # 80 steps on 256 patches left one channel's network at the identity (restored == cubic)
     "patches": {"n_patches": 384, "patch_size": 32},
-    "train": {"steps": 150, "batch_size": 16, "warmup_steps": 10},
+    "train": {"steps": 150, "batch_size": 16, "warmup_steps": 10, "rounds": 2, "refine_steps": 10, "refine_planes": 24},
     "predict": {"chunks": [48, 48, 48], "block": [48, 48, 48]},
     "stitch": {"pyramid_levels": 2, "export_tiff": True},
     "segment": {"min_distance": 5, "min_size": 16, "channels": ["GFP"]},

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from isonet.nets import build_network
@@ -256,3 +257,58 @@ def test_unknown_schedule_is_a_one_line_error():
     X, Y = _pairs(48, seed=6)
     with pytest.raises(InputError, match="train.schedule: 'linear' is not a schedule; give plateau or cosine"):
         fit(build_network("isonet2", seed=0), X, Y, TrainConfig(steps=1, schedule="linear"), log=lambda m: None)
+
+
+def _restorable_input(tmp_path):
+    """A 12 x 48 x 48 acquisition at σ = 4 (blurred blobs, OME-Zarr), its PSF files and patches."""
+    from scipy import ndimage as ndi
+
+    from isonet.stages.patches import patches_stage
+    from isonet.stages.psf import psf_stage
+    from isonet.storage import create_ome_zarr
+
+    psf_stage(tmp_path / "psf.npz", tmp_path / "psf.json", "gaussian", {"sigma_xy": 1.0, "sigma_z": 3.0})
+    rng = np.random.default_rng(0)
+    iso = ndi.gaussian_filter((rng.random((48, 48, 48)) > 0.995).astype(np.float32), (3.0, 1.0, 1.0)) * 400 + 100
+    _, a = create_ome_zarr(tmp_path / "in.zarr", (12, 48, 48), np.float32, (4, 48, 48), (0.8, 0.2, 0.2))
+    a[:] = iso[::4]
+    patches_stage(tmp_path / "in.zarr", tmp_path / "psf.npz", tmp_path / "patches.npz", n_patches=64,
+                  patch_size=16, camera="none")
+    return tmp_path / "in.zarr", tmp_path / "patches.npz", tmp_path / "psf.json"
+
+
+def test_a_second_round_fine_tunes_on_restored_planes_and_is_reproducible(tmp_path, monkeypatch):
+    import isonet.stages.train as train_module
+    from isonet.errors import InputError
+    from isonet.modelfile import load_model
+
+    zarr, patches, psf = _restorable_input(tmp_path)
+    drawn = []
+    real_pairs = train_module.pairs_from_planes
+    monkeypatch.setattr(train_module, "pairs_from_planes",
+                        lambda planes, *a: drawn.append(np.asarray(planes)) or real_pairs(planes, *a))
+    settings = dict(steps=6, batch_size=8, precision="fp32", warmup_steps=2, seed=1, dropout=0.0)
+    models = {}
+    for name, rounds in (("one", 1), ("two", 2), ("again", 2)):
+        (tmp_path / name).mkdir()
+        result = train_module.train_stage(patches, psf, tmp_path / name / "m.safetensors", tmp_path / name / "c.tsv",
+                                          input_zarr=zarr, rounds=rounds, refine_steps=3, refine_planes=16, **settings)
+        models[name] = load_model(tmp_path / name / "m.safetensors")
+        assert len(result["rounds"]) == rounds
+    # the second round's pairs come from 16 restored (isotropic) planes; the acquisition has only 12
+    assert [d.shape for d in drawn] == [(16, 48, 48)] * 2
+    info = models["two"][1]
+    assert [r["round"] for r in info["rounds"]] == [1, 2]
+    assert info["rounds"][1]["planes"] == [[12, 28], [0, 48], [0, 48]] and info["rounds"][1]["steps"] == 3
+    assert info["training"]["rounds"] == 2 and info["steps_trained"] == 6
+    one, two = models["one"][0].state_dict(), models["two"][0].state_dict()
+    assert not all(torch.equal(one[k], two[k]) for k in one)  # the second round changed the weights
+    assert (tmp_path / "two" / "m.safetensors").read_bytes() == (tmp_path / "again" / "m.safetensors").read_bytes()
+    curve = [line.split("\t") for line in (tmp_path / "two" / "c.tsv").read_text().splitlines()]
+    assert curve[0][-1] == "round" and {row[-1] for row in curve[1:]} == {"1", "2"}
+    assert [int(row[0]) for row in curve[1:]] == list(range(1, len(curve)))
+    with pytest.raises(InputError, match="--input"):
+        train_module.train_stage(patches, psf, tmp_path / "x.safetensors", tmp_path / "x.tsv", rounds=2, **settings)
+    with pytest.raises(InputError, match="refine_planes 4"):
+        train_module.train_stage(patches, psf, tmp_path / "x.safetensors", tmp_path / "x.tsv", input_zarr=zarr,
+                                 rounds=2, refine_planes=4, **settings)

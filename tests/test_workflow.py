@@ -403,7 +403,7 @@ SHARDS_CONFIG = {
     "synthetic": {"shape": [16, 48, 48]},
     "convert": {"chunks": [2, 48, 48], "pyramid_levels": 2},
     "patches": {"n_patches": 96, "patch_size": 16},
-    "train": {"model": "isonet1", "epochs": 3, "batch_size": 16, "steps": None},
+    "train": {"model": "isonet1", "epochs": 3, "batch_size": 16, "steps": None, "rounds": 1},
     "predict": {"chunks": [4, 48, 48], "block": [4, 48, 48]},
     "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10}, "train": {"threads": 1},
                   "predict": {"threads": 1}},

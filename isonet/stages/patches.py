@@ -12,7 +12,7 @@ import numpy as np
 
 from isonet.camera import Camera, estimate_camera
 from isonet.errors import InputError
-from isonet.patches import fit_normalization, sample_training_pairs, split_planes
+from isonet.patches import fit_normalization, pairs_from_planes
 from isonet.stages.common import axial_factor, check_output_path
 from isonet.storage import atomic_path, image_axes, read_ome_zarr, read_planes
 
@@ -197,28 +197,26 @@ def patches_stage(
     for i, plane in enumerate(planes):
         planes[i] = norm.apply(plane)
     del raw
-    threshold = float(np.percentile(np.stack([p[::stride, ::stride] for p in planes]), foreground_percentile))
-    train_idx, val_idx = split_planes(len(planes), validation_fraction)
+    pairs, validation, info = pairs_from_planes(
+        planes, kernel, factor, n_patches, patch_size, foreground_percentile, foreground_fraction,
+        validation_fraction, seed, cam, norm)
+    threshold, train_idx, val_idx = info["threshold"], info["train_planes"], info["validation_planes"]
     logger.info(
         "patches: %d planes of %s (%d held out for validation), factor %.8g, normalisation [%.4g, %.4g], "
         "foreground > %.3f",
         len(planes), planes[0].shape, len(val_idx), factor, norm.low, norm.high, threshold,
     )
-    n_val = max(1, int(round(n_patches * validation_fraction))) if len(val_idx) else 0
-    common = dict(kernel=kernel, factor=factor, patch_size=patch_size, foreground_threshold=threshold,
-                  foreground_fraction=foreground_fraction, camera=cam, norm=norm)
-    pairs = sample_training_pairs([planes[i] for i in train_idx], n_patches=n_patches, seed=seed, **common)
     arrays = {"S": pairs.samples, "offsets": pairs.offsets, "Y": pairs.targets}
-    if n_val:
-        val = sample_training_pairs([planes[i] for i in val_idx], n_patches=n_val, seed=seed + 1, **common)
-        # validation inputs are degraded once, with a fixed noise draw, so losses compare across epochs
-        arrays["X_val"] = val.inputs(np.arange(len(val)), np.random.default_rng([seed, 1 << 20]))
-        arrays["Y_val"] = val.targets
+    n_val = 0
+    if validation is not None:
+        arrays["X_val"], arrays["Y_val"] = validation
+        n_val = len(validation[1])
     meta = {
         "factor": factor, "voxel_size": list(voxel_size), "normalization": norm.to_dict(), "n_patches": n_patches,
         "patch_size": patch_size, "planes": len(planes), "validation_planes": [int(plane_idx[i]) for i in val_idx],
         "training_planes": [int(plane_idx[i]) for i in train_idx], "n_validation": n_val,
-        "foreground_threshold": threshold, "seed": seed, "camera": cam.to_dict() if cam else None,
+        "foreground_threshold": threshold, "foreground_percentile": foreground_percentile,
+        "foreground_fraction": foreground_fraction, "seed": seed, "camera": cam.to_dict() if cam else None,
     }
     if times is not None:
         meta.update(channel=channel, timepoints=times)

@@ -81,6 +81,7 @@ rule train_channel:
     input:
         patches=f"{RESULTS}/{{sample}}/c{{c}}/train/patches.npz",
         psf=f"{RESULTS}/{{sample}}/c{{c}}/psf/psf.json",
+        zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
     output:
         model=f"{RESULTS}/{{sample}}/c{{c}}/train/model.safetensors",
         curve=f"{RESULTS}/{{sample}}/c{{c}}/train/training.tsv",
@@ -110,7 +111,8 @@ rule train_channel:
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
         " --lr-patience {params.c[lr_patience]} --warmup-steps {params.c[warmup_steps]}"
-        " --schedule {params.c[schedule]}"
+        " --schedule {params.c[schedule]} --input {input.zarr:q} --rounds {params.c[rounds]}"
+        " --refine-steps {params.c[refine_steps]} --refine-planes {params.c[refine_planes]}"
         " --threads {threads} > {log:q} 2>&1"
 
 

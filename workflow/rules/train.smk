@@ -2,6 +2,7 @@ rule train:
     input:
         patches=f"{RESULTS}/{{sample}}/train/patches.npz",
         psf=f"{RESULTS}/{{sample}}/psf/psf.json",
+        zarr=f"{RESULTS}/{{sample}}/input.ome.zarr",
     output:
         model=f"{RESULTS}/{{sample}}/train/model.safetensors",
         curve=f"{RESULTS}/{{sample}}/train/training.tsv",
@@ -29,7 +30,8 @@ rule train:
         " --validation-fraction {params.c[validation_fraction]} --dropout {params.c[dropout]}"
         " --device {params.c[device]} --precision {params.c[precision]} --seed {params.c[seed]}"
         " --lr-patience {params.c[lr_patience]} --warmup-steps {params.c[warmup_steps]}"
-        " --schedule {params.c[schedule]}"
+        " --schedule {params.c[schedule]} --input {input.zarr:q} --rounds {params.c[rounds]}"
+        " --refine-steps {params.c[refine_steps]} --refine-planes {params.c[refine_planes]}"
         " --threads {threads} > {log:q} 2>&1"
 
 
