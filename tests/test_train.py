@@ -277,7 +277,7 @@ def _restorable_input(tmp_path):
     return tmp_path / "in.zarr", tmp_path / "patches.npz", tmp_path / "psf.json"
 
 
-def test_a_second_round_fine_tunes_on_restored_planes_and_is_reproducible(tmp_path, monkeypatch):
+def test_a_second_round_fine_tunes_on_restored_planes_and_is_reproducible(tmp_path, monkeypatch, caplog):
     import isonet.stages.train as train_module
     from isonet.errors import InputError
     from isonet.modelfile import load_model
@@ -307,6 +307,15 @@ def test_a_second_round_fine_tunes_on_restored_planes_and_is_reproducible(tmp_pa
     curve = [line.split("\t") for line in (tmp_path / "two" / "c.tsv").read_text().splitlines()]
     assert curve[0][-1] == "round" and {row[-1] for row in curve[1:]} == {"1", "2"}
     assert [int(row[0]) for row in curve[1:]] == list(range(1, len(curve)))
+    # a re-run resumes each round from its checkpoint; a longer first round retrains the second
+    for steps, resumed in ((6, True), (8, False)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="isonet.stages.train"):
+            train_module.train_stage(patches, psf, tmp_path / "two" / "m.safetensors", tmp_path / "two" / "c.tsv",
+                                     input_zarr=zarr, rounds=2, refine_steps=3, refine_planes=16,
+                                     **{**settings, "steps": steps})
+        assert ("round 2 resuming" in caplog.text) is resumed, caplog.text
+        assert "train: resuming from" in caplog.text
     with pytest.raises(InputError, match="--input"):
         train_module.train_stage(patches, psf, tmp_path / "x.safetensors", tmp_path / "x.tsv", rounds=2, **settings)
     with pytest.raises(InputError, match="refine_planes 4"):

@@ -188,8 +188,10 @@ def train_stage(
     first_state = state
     for r in range(2, rounds + 1):
         round_checkpoint = checkpoint.with_name(f"{checkpoint.stem.split('.')[0]}.round{r}{checkpoint.suffix}")
+        # the round before's outcome too: a first round trained longer must not meet a stale later round
         round_fingerprint = _fingerprint(fingerprint, {"round": r, "refine_steps": refine_steps,
-                                                       "refine_planes": refine_planes, "input": str(input_zarr)})
+                                                       "refine_planes": refine_planes, "input": str(input_zarr),
+                                                       "before": round_records[-1]})
         state, record = refine_round(model, r, input_zarr, patches_npz, meta, config, refine_steps, refine_planes,
                                      round_checkpoint, round_fingerprint)
         history += [{**h, "epoch": len(history) + 1, "round": r} for h in state.history]
