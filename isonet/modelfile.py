@@ -131,7 +131,10 @@ def read_tensor_file(path, expected_format: str) -> tuple[dict[str, torch.Tensor
         raise InputError(f"{path}: {what} not found; {hint}")
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save zip container, or a bare pickle
+    # a safetensors file opens with its header's length (8 bytes, little-endian) and then "{"; the
+    # length's first byte may be anything, 0x80 included, so only a file without that "{" can be a pickle
+    safetensors_header = len(head) == 9 and head[8:9] == b"{"
+    if not safetensors_header and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save zip, bare pickle
         if what == "model file":
             new = path.with_suffix(".safetensors")
             new = new.with_name(new.stem + ".converted.safetensors") if new == path else new
@@ -143,7 +146,7 @@ def read_tensor_file(path, expected_format: str) -> tuple[dict[str, torch.Tensor
             f"{path}: training checkpoint in the old pickle format, which can run code when loaded (refused); "
             "delete it to train from the start"
         )
-    if len(head) < 9 or head[8:9] != b"{":
+    if not safetensors_header:
         raise InputError(f"{path}: not an isonet {what} (no safetensors header); give a file written by isonet train")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:

@@ -152,6 +152,20 @@ def test_model_file_is_safetensors_with_json_metadata(tmp_path):
     assert meta["dropout"] == 0.1 and meta["halo"] >= net.receptive_radius
 
 
+def test_a_header_length_that_starts_with_a_pickle_byte_still_loads(tmp_path):
+    """A safetensors header length whose first byte is 0x80 (a pickle's first byte) is not a pickle."""
+    net = build_network("isonet1", seed=0)
+    path = tmp_path / "m.safetensors"
+    for pad in range(0, 400):  # the header grows in steps of 8 with the padding: one length ends in 0x80
+        save_model(path, net, "isonet1", 3, Normalization(0.0, 2.0), note="x" * pad)
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded, meta = load_model(path)
+    assert meta["note"] == "x" * pad
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+
+
 def test_model_and_checkpoint_are_not_interchangeable(tmp_path):
     net = build_network("isonet2", seed=0)
     save_model(tmp_path / "m.safetensors", net, "isonet2", 4, Normalization(0.0, 1.0))
