@@ -66,6 +66,8 @@ VARIANTS = {
     "r2s300split": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
                               "refine_planes": 96},
                     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
+    "r3s600": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
+                         "refine_planes": 96}},
     "r3s600split": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
                               "refine_planes": 96},
                     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},

@@ -307,15 +307,21 @@ def test_a_second_round_fine_tunes_on_restored_planes_and_is_reproducible(tmp_pa
     curve = [line.split("\t") for line in (tmp_path / "two" / "c.tsv").read_text().splitlines()]
     assert curve[0][-1] == "round" and {row[-1] for row in curve[1:]} == {"1", "2"}
     assert [int(row[0]) for row in curve[1:]] == list(range(1, len(curve)))
-    # a re-run resumes each round from its checkpoint; a longer first round retrains the second
+    # a re-run resumes each round from its checkpoint (a finished round neither restores nor trains
+    # again); a longer first round retrains the second
+    before = (tmp_path / "two" / "m.safetensors").read_bytes()
     for steps, resumed in ((6, True), (8, False)):
         caplog.clear()
+        n_drawn = len(drawn)
         with caplog.at_level("INFO", logger="isonet.stages.train"):
             train_module.train_stage(patches, psf, tmp_path / "two" / "m.safetensors", tmp_path / "two" / "c.tsv",
                                      input_zarr=zarr, rounds=2, refine_steps=3, refine_planes=16,
                                      **{**settings, "steps": steps})
-        assert ("round 2 resuming" in caplog.text) is resumed, caplog.text
+        assert ("round 2 already finished" in caplog.text) is resumed, caplog.text
+        assert ("restored in" in caplog.text) is not resumed and len(drawn) == n_drawn + (not resumed)
         assert "train: resuming from" in caplog.text
+        if resumed:
+            assert (tmp_path / "two" / "m.safetensors").read_bytes() == before
     with pytest.raises(InputError, match="--input"):
         train_module.train_stage(patches, psf, tmp_path / "x.safetensors", tmp_path / "x.tsv", rounds=2, **settings)
     with pytest.raises(InputError, match="refine_planes 4"):

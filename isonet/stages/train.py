@@ -256,6 +256,18 @@ def refine_round(model, round_no: int, input_zarr, patches_npz, meta: dict, conf
     patch_size = int(meta["patch_size"])
     ranges = central_slab(iso_shape(source.shape, factor), planes, PLANE_BUDGET_VOXELS,
                           int(getattr(model, "size_multiple", 1)), min_side=patch_size + int(np.ceil(factor)))
+    planes_done = [list(r) for r in ranges]
+    state = None
+    if checkpoint.exists():
+        saved_fingerprint, saved_state = load_checkpoint(checkpoint)
+        if saved_fingerprint == fingerprint:
+            state = TrainState.from_dict(saved_state)
+    if state is not None and state.step >= steps and state.best_model is not None:
+        # finished before (a killed run resumed): nothing to restore or train again
+        logger.info("train: round %d already finished in %s (%d steps)", round_no, checkpoint, state.step)
+        model.load_state_dict(state.best_model)
+        return state, {"round": round_no, "best_val_loss": state.best_val_loss, "steps": state.step,
+                       "planes": planes_done}
     dev = pick_device(config.device)
     model.eval().to(dev)
     t0 = time.perf_counter()
@@ -275,17 +287,12 @@ def refine_round(model, round_no: int, input_zarr, patches_npz, meta: dict, conf
                 "%d steps from the round before's weights", round_no, len(pairs), *ranges[0], *ranges[1], *ranges[2],
                 restore_s, steps)
     round_config = dataclasses.replace(config, steps=steps, minutes=None)
-    state = None
-    if checkpoint.exists():
-        saved_fingerprint, saved_state = load_checkpoint(checkpoint)
-        if saved_fingerprint == fingerprint:
-            state = TrainState.from_dict(saved_state)
-            logger.info("train: round %d resuming from %s at epoch %d", round_no, checkpoint, state.epoch)
+    if state is not None:
+        logger.info("train: round %d resuming from %s at epoch %d", round_no, checkpoint, state.epoch)
     state = fit(model, pairs, pairs.targets, round_config, state=state,
                 on_epoch_end=lambda s: save_checkpoint(checkpoint, fingerprint, s.to_dict()),
                 log=lambda m: logger.info("train: round %d: %s", round_no, m), validation=validation)
     model.load_state_dict(state.best_model)
     # no timings: the same settings give a bit-identical model file
-    record = {"round": round_no, "best_val_loss": state.best_val_loss, "steps": state.step,
-              "planes": [list(r) for r in ranges]}
-    return state, record
+    return state, {"round": round_no, "best_val_loss": state.best_val_loss, "steps": state.step,
+                   "planes": planes_done}
