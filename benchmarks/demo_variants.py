@@ -60,7 +60,7 @@ VARIANTS = {
     # two self-supervised rounds (train.rounds): 300 steps, then 200 on 96 restored central planes
     "r2s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
                          "refine_planes": 96}},
-    # ninth session: a third round, and the split kernel with two rounds
+    # ninth session: a third round, the split kernel with two rounds, and twice the first round with three
     "r3s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
                          "refine_planes": 96}},
     "r2s300split": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
@@ -68,12 +68,6 @@ VARIANTS = {
                     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
     "r3s600": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
                          "refine_planes": 96}},
-    "r3s600split": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
-                              "refine_planes": 96},
-                    "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
-    "r3s300split": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
-                              "refine_planes": 96},
-                    "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
 }
 
 
