@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per cell")
     p.add_argument("--phantoms", nargs="*", default=None)
     p.add_argument("--psfs", nargs="*", default=None)
-    p.add_argument("--stacks", type=int, default=None)
+    p.add_argument("--stacks", type=int, default=None, help="stacks per cell (default: the size's; 0: only tune)")
     p.add_argument("--methods", nargs="*", default=None, help="overrides the size's methods")
     p.add_argument("--tuned", type=Path, default=None, help="a tuned.json to reuse (no search)")
     p.add_argument("--peer", action="store_true", help="CSBDeep IsotropicCARE on every cell's stack")
@@ -87,7 +87,7 @@ def main() -> None:
     jobs = []
     for phantom in args.phantoms or bench["phantoms"]:
         for psf in args.psfs or list(psfs):
-            for stack in range(args.stacks or int(size["stacks"])):
+            for stack in range(int(size["stacks"]) if args.stacks is None else args.stacks):
                 name = f"{phantom}_{psf}_{stack}"
                 out = args.out / "cells" / f"{name}.json"
                 peer = args.out / "peer" / f"{name}.json"
@@ -119,8 +119,9 @@ def main() -> None:
 
     cells = sorted(str(c) for c in (args.out / "cells").glob("*.json"))
     cells += sorted(str(c) for c in (args.out / "peer").glob("*.json")) if args.peer else []
-    run_logged([*ISONET, "benchmark-table", *cells, "--tuned", str(tuned), "--out-md", str(args.out / "table1.md")],
-               args.out / "logs" / "table.log", env)
+    if cells:  # none with --stacks 0 (tuning only)
+        run_logged([*ISONET, "benchmark-table", *cells, "--tuned", str(tuned), "--out-md", str(args.out / "table1.md")],
+                   args.out / "logs" / "table.log", env)
     if failed:
         sys.exit(f"{failed} cell(s) failed; see {args.out / 'logs'}")
 
