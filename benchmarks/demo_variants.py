@@ -61,8 +61,7 @@ VARIANTS = {
     # eighth session: half the steps, the first of two self-supervised rounds (benchmarks/demo_oracle.py --bootstrap)
     "cos300d0": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 1}},
     # two self-supervised rounds (train.rounds): 300 steps, then 200 on 96 restored central planes
-    "r2s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
-                         "refine_planes": 96}},
+    "r2s300": {"train": dict(_R2S300)},
     # ninth session: a third round, the split kernel with two rounds, and twice the first round with three
     "r3s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
                          "refine_planes": 96}},
