@@ -79,9 +79,12 @@ def main() -> None:
     if args.tuned and not tuned.exists():
         tuned.write_text(args.tuned.read_text())
     if not tuned.exists():
+        # nothing else runs before the search ends: it gets the lanes' threads
+        tune_threads = min(int(tune.get("threads", args.threads)), args.lanes * args.threads)
         command = [*ISONET, "benchmark-tune", str(tuned), "--phantom", tune["phantom"], *psf_args(psfs, tune["psf"]),
-                   "--grid", json.dumps(tune["grid"]), "--settings", json.dumps(settings), *threads]
-        if run_logged(command, args.out / "logs" / "tune.log", env):
+                   "--grid", json.dumps(tune["grid"]), "--settings", json.dumps(settings),
+                   "--threads", str(tune_threads)]
+        if run_logged(command, args.out / "logs" / "tune.log", dict(env, OMP_NUM_THREADS=str(tune_threads))):
             sys.exit("tuning failed; see logs/tune.log")
 
     jobs = []

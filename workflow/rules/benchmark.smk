@@ -44,7 +44,8 @@ if "benchmark" in config:
             f"{BENCH_RESULTS}/logs/tune.benchmark.tsv"
         conda:
             "../envs/isonet.yaml"
-        threads: int(BENCH.get("threads", 1))
+        # every cell waits for it: it may use more threads than a cell (capped by --cores)
+        threads: int(BENCH_TUNE.get("threads", BENCH.get("threads", 1)))
         resources:
             mem_mb=4000,
             runtime=240,
