@@ -63,13 +63,10 @@ VARIANTS = {
     # two self-supervised rounds (train.rounds): 300 steps, then 200 on 96 restored central planes
     "r2s300": {"train": dict(_R2S300)},
     # ninth session: a third round, the split kernel with two rounds, and twice the first round with three
-    "r3s300": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
-                         "refine_planes": 96}},
-    "r2s300split": {"train": {"steps": 300, "schedule": "cosine", "dropout": 0.0, "rounds": 2, "refine_steps": 200,
-                              "refine_planes": 96},
+    "r3s300": {"train": {**_R2S300, "rounds": 3}},
+    "r2s300split": {"train": dict(_R2S300),
                     "psf": {"kind": "gaussian", "params": {"sigma_xy": 2.0, "sigma_z": 8.0}, "mode": "split", "file": ""}},
-    "r3s600": {"train": {"steps": 600, "schedule": "cosine", "dropout": 0.0, "rounds": 3, "refine_steps": 200,
-                         "refine_planes": 96}},
+    "r3s600": {"train": {**_R2S300, "steps": 600, "rounds": 3}},
     # tenth session: the warm-up (both rounds), float32 training, and (suffix _p32) the default's
     # model restored again in float32. Two more ran with code that was not kept (no gain):
     # r2s300l1 (the mean absolute error as the objective) and r2s300carry (the later round keeps the
