@@ -50,7 +50,8 @@ from isonet.metrics import interior_label_ids, psnr_affine, seg_score
 from isonet.nets import build_network, halo_for
 from isonet.camera import Camera
 from isonet.patches import fit_normalization, pairs_from_planes, sample_training_pairs
-from isonet.predict import central_slab, iso_shape, prepare_model, resolve_precision, restore_block, restore_volume
+from isonet.predict import (EDGES, central_slab, iso_shape, prepare_model, resolve_precision, restore_block,
+                            restore_volume)
 from isonet.segment import SEG_THRESHOLD_RULES, segment_nuclei, threshold_by_rule
 from isonet.synthetic import PHANTOM_KINDS, make_dataset
 from isonet.train import TrainConfig, fit
@@ -136,6 +137,10 @@ class CellSettings:
     seed: int = 0
     precision: str = "auto"
     device: str = "cpu"
+    #: what the networks' axial slices see past the volume's z and lateral edges when restoring
+    #: (:func:`isonet.predict.read_block_windows`): ``clip``, the workflow's rule (``predict.edges``
+    #: and the later rounds' restorations), or ``mirror`` (every table before the twelfth session)
+    edges: str = "clip"
 
     @classmethod
     def from_dict(cls, d: Mapping) -> CellSettings:
@@ -160,6 +165,8 @@ class CellSettings:
             if arch not in ARCHITECTURES or set(hp) != {"learning_rate", "dropout"}:
                 raise InputError(f"benchmark setting hyper[{arch!r}] = {hp}; expected one of "
                                  f"{', '.join(ARCHITECTURES)} with exactly learning_rate and dropout")
+        if s.edges not in EDGES:
+            raise InputError(f"benchmark setting edges is {s.edges!r}; valid: {', '.join(EDGES)}")
         if s.schedule not in ("plateau", "cosine"):
             raise InputError(f"benchmark setting schedule is {s.schedule!r}; valid: plateau, cosine")
         if int(s.train_steps) < 1:
@@ -242,7 +249,7 @@ def train_and_restore(
     net = prepare_model(net, device)
     t0 = time.perf_counter()
     restored = restore_volume(net, acquired, s.subsample, norm, halo_for(net), device=device,
-                              precision=resolve_precision(s.precision, device))
+                              precision=resolve_precision(s.precision, device), edges=s.edges)
     t_predict = time.perf_counter() - t0
     info = {
         "learning_rate": float(hp["learning_rate"]),
@@ -273,7 +280,7 @@ def refine_round(net, acquired: np.ndarray, kernel: np.ndarray, norm, camera, co
     ranges = central_slab(iso_shape(acquired.shape, s.subsample), s.refine_planes, 2**24,
                           int(getattr(net, "size_multiple", 1)), min_side=s.patch_size + math.ceil(s.subsample))
     planes = norm.apply(restore_block(net, acquired, s.subsample, ranges, norm, halo_for(net), device=device,
-                                      precision=resolve_precision(s.precision, device)))
+                                      precision=resolve_precision(s.precision, device), edges=s.edges))
     pairs, validation, _ = pairs_from_planes(planes, kernel, s.subsample, s.n_patches, s.patch_size,
                                              s.foreground_percentile, s.foreground_fraction, s.validation_fraction,
                                              seed, camera, norm)

@@ -132,6 +132,41 @@ def test_cell_rounds_fine_tune_isonet_but_not_srcnn(monkeypatch):
         CellSettings.from_dict({"rounds": 2, "refine_planes": 2})
 
 
+def test_every_restoration_of_a_cell_uses_the_settings_edge_rule(monkeypatch):
+    """The final restoration and each later round's restoration follow ``edges`` (the workflow's clip by default)."""
+    import isonet.benchmark as bench
+    from isonet.psf import gaussian_psf
+
+    seen = []
+    real_block, real_volume = bench.restore_block, bench.restore_volume
+
+    def block(*a, **kw):
+        seen.append(("block", kw.get("edges")))
+        return real_block(*a, **kw)
+
+    def volume(*a, **kw):
+        seen.append(("volume", kw.get("edges")))
+        return real_volume(*a, **kw)
+
+    monkeypatch.setattr(bench, "restore_block", block)
+    monkeypatch.setattr(bench, "restore_volume", volume)
+    acquired = np.random.default_rng(0).poisson(50, (8, 32, 32)).astype(np.float32) + 100
+    kernel = training_kernels(gaussian_psf(1.0, 3.0))["full"]
+    base = {"train_steps": 1, "n_patches": 8, "patch_size": 16, "rounds": 2, "refine_steps": 1, "refine_planes": 16,
+            "precision": "fp32"}
+    assert CellSettings().edges == "clip"
+    out = {}
+    for edges in ("clip", "mirror"):
+        seen.clear()
+        out[edges], _ = bench.train_and_restore(acquired, kernel, "isonet1", CellSettings.from_dict(
+            dict(base, edges=edges)), seed=0)
+        assert seen == [("block", edges), ("volume", edges)]
+    # the two rules give two restorations: the setting reaches the networks' input
+    assert not np.allclose(out["clip"], out["mirror"])
+    with pytest.raises(InputError, match="edges"):
+        CellSettings.from_dict({"edges": "wrap"})
+
+
 def test_interior_seg_on_a_toy_label_volume():
     gt = np.zeros((60, 8, 8), np.int32)
     gt[0:6, :4] = 1      # centroid z 2.5: at the top end
