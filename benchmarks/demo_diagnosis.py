@@ -13,9 +13,15 @@ Takes finished demo runs (``benchmarks/demo_variants.py`` work directories: each
   at the Intermodes threshold, binned by the angle of the GT surface normal to the lateral plane
   (0-30°: lateral-facing, 60-90°: facing z), planes 30..Z-30 only;
 * **threshold scan**: SEG at thresholds between the background level and the Intermodes one;
-* **largest losses**: the nuclei whose SEG drops most from iso-GT's segmentation to the restoration's.
+* **largest losses**: the nuclei whose SEG drops most from iso-GT's segmentation to the restoration's;
+* **threshold rules** (``--rules``): where the Intermodes threshold of the restoration lands against
+  iso-GT's (both in iso-GT's units, the restoration mapped by its least-squares affine fit), the
+  SEG of the restoration at iso-GT's threshold, the histograms' two modes, nucleus cores and rims
+  against iso-GT's, and the SEG gap closed when the input, the restoration and iso-GT are all
+  thresholded by Otsu's rule instead (the Table-1 benchmark's rule).
 
     python benchmarks/demo_diagnosis.py /work/exp/cos600_s0 /work/exp/cos600d0mse_s0 --json diag.json
+    python benchmarks/demo_diagnosis.py /work/exp/r2s300_s0 --rules-only --json rules.json
 """
 
 from __future__ import annotations
@@ -118,6 +124,78 @@ def threshold_scan(volume, labels, fractions) -> dict:
     return {str(f): seg_at(volume, labels, background + f * (t - background)) for f in fractions}
 
 
+def cubic_input(run: Path, z: int) -> np.ndarray:
+    """The demo's acquisition cubic-upsampled along z on the restored grid, as ``evaluate`` segments it."""
+    from isonet.degrade import axial_factor
+    from isonet.stages.views import CubicUpsampledView
+    from isonet.storage import read_ome_zarr
+
+    src, voxel_size = read_ome_zarr(run / "results/demo/input.ome.zarr")
+    view = CubicUpsampledView(src, axial_factor(voxel_size, None, source=str(run)))
+    return np.asarray(view[:z], np.float32).reshape((z,) + tuple(view.shape[-2:]))
+
+
+def _modes(volume: np.ndarray, nbins: int) -> list[float]:
+    """The two modes Intermodes finds: the histogram smoothed until it has exactly two maxima."""
+    lo, hi = float(volume.min()), float(volume.max())
+    h = np.histogram(volume, nbins, (lo, hi))[0].astype(np.float64)
+    for _ in range(10000):
+        peaks = np.flatnonzero((h[1:-1] > h[:-2]) & (h[1:-1] > h[2:])) + 1
+        if len(peaks) == 2:
+            return [lo + (p + 0.5) * (hi - lo) / nbins for p in peaks]
+        h = np.convolve(np.pad(h, 1), np.ones(3) / 3, "valid")
+    return []
+
+
+def threshold_rules(pred, iso, labels, cubic, z_margin: float = 26.0) -> dict:
+    """How much of the restoration's SEG loss is where the Intermodes threshold lands on it."""
+    from scipy import ndimage as ndi
+
+    from isonet.metrics import interior_label_ids, seg_score
+    from isonet.segment import THRESHOLD_BINS, segment_nuclei, threshold_by_rule
+
+    x = pred.ravel()[::7]
+    a, b = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), iso.ravel()[::7], rcond=None)[0]
+    mapped = a * pred + b  # the restoration in iso-GT's units
+    inner = interior_label_ids(labels, z_margin)
+
+    def seg(volume, threshold):
+        score, ids, per = seg_score(labels, segment_nuclei(volume, threshold), return_per_object=True)
+        return float(score), float(per[np.isin(ids, inner)].mean())
+
+    t_iso = threshold_by_rule(iso, "intermodes")
+    t_own = threshold_by_rule(mapped, "intermodes")
+    fg = labels > 0
+    core = labels * ndi.binary_erosion(fg, iterations=4)
+    rim = fg & ~ndi.binary_erosion(fg)
+    ids = np.arange(1, int(labels.max()) + 1)
+    core_iso, core_pred = ndi.mean(iso, core, ids), ndi.mean(mapped, core, ids)
+    ok = ~np.isnan(core_iso) & ~np.isnan(core_pred)
+    out = {
+        "intermodes_iso_gt": float(t_iso), "intermodes_restored_in_iso_gt_units": float(t_own),
+        "restored_threshold_over_iso_gt": float(t_own / t_iso),
+        "modes_iso_gt": _modes(iso, THRESHOLD_BINS), "modes_restored_in_iso_gt_units": _modes(mapped, THRESHOLD_BINS),
+        "median_core_ratio": float(np.median(core_pred[ok] / core_iso[ok])),
+        "core_slope": float(np.polyfit(core_iso[ok], core_pred[ok], 1)[0]),
+        "rim_ratio": float(mapped[rim].mean() / iso[rim].mean()),
+        "seg_restored_own_intermodes": seg(mapped, t_own),
+        "seg_restored_at_iso_gt_intermodes": seg(mapped, t_iso),
+        "seg_iso_gt_own_intermodes": seg(iso, t_iso),
+        "seg_input_own_intermodes": seg(cubic, threshold_by_rule(cubic, "intermodes")),
+    }
+    otsu = {k: seg(v, threshold_by_rule(v, "otsu")) for k, v in (("input", cubic), ("restored", pred), ("iso_gt", iso))}
+    out["seg_otsu"] = otsu
+
+    def gap(restored, input_, iso_gt):
+        return [(r - i) / (g - i) for r, i, g in zip(restored, input_, iso_gt)]
+
+    base = (out["seg_input_own_intermodes"], out["seg_iso_gt_own_intermodes"])
+    out["gap_closed_own_intermodes"] = gap(out["seg_restored_own_intermodes"], *base)
+    out["gap_closed_at_iso_gt_intermodes"] = gap(out["seg_restored_at_iso_gt_intermodes"], *base)
+    out["gap_closed_otsu"] = gap(otsu["restored"], otsu["input"], otsu["iso_gt"])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -125,11 +203,19 @@ def main() -> int:
     ap.add_argument("--iso-blur", type=float, nargs="*", default=[0, 1.5, 2.5, 3.5, 5])
     ap.add_argument("--unsharp", type=float, nargs="*", default=[0, 0.5, 1.0])
     ap.add_argument("--thresholds", type=float, nargs="*", default=[0.85, 0.92, 1.0, 1.08])
+    ap.add_argument("--rules", action="store_true", help="also measure the threshold rules (see above)")
+    ap.add_argument("--rules-only", action="store_true", help="measure only the threshold rules")
     a = ap.parse_args()
     result = {}
     for i, run in enumerate(a.runs):
         pred, iso, labels = load(run)
         r = {}
+        if a.rules or a.rules_only:
+            r["threshold_rules"] = threshold_rules(pred, iso, labels, cubic_input(run, pred.shape[0]))
+        if a.rules_only:
+            result[run.name] = r
+            print(run.name, json.dumps(r), flush=True)
+            continue
         if i == 0 and a.iso_blur:  # the references are the same for every demo run
             r["iso_gt_axial_blur"] = axial_blur_of_iso_gt(iso, labels, a.iso_blur)
             r["iso_gt_errors_by_surface_direction"] = errors_by_surface_direction(iso, labels)
