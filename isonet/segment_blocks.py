@@ -178,6 +178,7 @@ def segment_nuclei_blocks(
     log: Callable[[str], None] | None = None,
     split_budget: int = SPLIT_CACHE_BYTES,
     max_window: int | None = DEFAULT_MAX_WINDOW,
+    rule: str = "intermodes",
 ) -> dict:
     """:func:`isonet.segment.segment_nuclei` of a volume read and written block by block.
 
@@ -214,6 +215,9 @@ def segment_nuclei_blocks(
         Most voxels read to gather one blob whole (``DEFAULT_MAX_WINDOW``); larger blobs are split
         part by part in each block's window, their objects named by their seeds. None: no limit
         (every blob exact, memory follows the largest blob).
+    rule : {"intermodes", "otsu"}
+        Threshold rule where ``threshold`` is not given; Intermodes falls back to Otsu where the
+        histogram has no two modes (the result's ``threshold_method`` says which was used).
 
     Returns
     -------
@@ -250,7 +254,8 @@ def segment_nuclei_blocks(
             raise ValueError(f"output arrays must have the volume's shape {shape}, got {tuple(target.shape)}")
     cores = list(block_slices(shape, block))
     if threshold is None:
-        threshold, method = streamed_threshold(lambda: (_read(volume, c) for c in cores), "intermodes", "otsu")
+        threshold, method = streamed_threshold(lambda: (_read(volume, c) for c in cores), rule,
+                                               "otsu" if rule == "intermodes" else None)
     elif not np.isfinite(threshold):
         raise InputError(f"segment: threshold must be finite, got {threshold}")
     else:

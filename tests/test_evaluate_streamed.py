@@ -10,14 +10,15 @@ from scipy import ndimage as ndi
 
 from isonet.degrade import upsample_axis
 from isonet.metrics import interior_label_ids, psnr_affine, seg_score
-from isonet.segment import segment_nuclei
-from isonet.stages.evaluate import evaluate_stage
+from isonet.segment import segment_nuclei, threshold_by_rule
+from isonet.stages.evaluate import evaluate_stage, metrics_markdown
 from isonet.storage import create_ome_zarr
 from isonet.synthetic import nuclei_phantom
 
 
-def _zarr(path, data, voxel_size, chunks=(16, 32, 32)):
-    _, level0 = create_ome_zarr(path, data.shape, data.dtype, chunks, voxel_size, provenance={"stage": "test"})
+def _zarr(path, data, voxel_size, chunks=(16, 32, 32), provenance=None):
+    _, level0 = create_ome_zarr(path, data.shape, data.dtype, chunks, voxel_size,
+                                provenance=provenance or {"stage": "test"})
     level0[:] = data
     return path
 
@@ -63,6 +64,50 @@ def test_evaluate_streamed_equals_in_memory(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["seg"] == metrics["seg"]
     assert "| restored |" in (tmp_path / "m.md").read_text() and "SEG interior" in (tmp_path / "m.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # temporaries removed
+    # labels not made by `isonet segment` record no rule: said, not taken for a mixed comparison
+    assert metrics["seg_threshold"]["restored"] == {"threshold": None, "rule": None}
+    assert metrics["seg_threshold"]["one_rule"] is False
+    assert "restored unknown" in (tmp_path / "m.md").read_text()
+
+
+@pytest.mark.parametrize("rule", ["otsu", "intermodes"])
+def test_evaluate_thresholds_input_and_iso_gt_by_the_restored_labels_rule(tmp_path, rule):
+    factor = 3
+    truth, labels = nuclei_phantom((40, 48, 48), n_nuclei=16, radius=(4, 7), seed=5)
+    iso = ndi.gaussian_filter(truth.astype(np.float32), 1.0)
+    acquired = (ndi.gaussian_filter(truth.astype(np.float32), (3.0, 1.0, 1.0))[:37:factor] * 900 + 100).astype(np.float32)
+    grid = (acquired.shape[0] - 1) * factor + 1
+    restored = iso[:grid] + np.random.default_rng(1).normal(0, 0.05, (grid, 48, 48)).astype(np.float32)
+    t = threshold_by_rule(restored, rule)
+    record = {"stage": "segment", "threshold": t, "threshold_method": rule}
+    lab = _zarr(tmp_path / "labels.ome.zarr", segment_nuclei(restored, threshold=t, min_size=20), (0.2,) * 3,
+                provenance=record)
+    metrics = evaluate_stage(
+        _zarr(tmp_path / "in.ome.zarr", acquired, (0.6, 0.2, 0.2)), _zarr(tmp_path / "r.ome.zarr", restored, (0.2,) * 3),
+        lab, tmp_path / "m.json", tmp_path / "m.md", iso_gt=_zarr(tmp_path / "iso.ome.zarr", iso, (0.2,) * 3),
+        gt_labels=_zarr(tmp_path / "gtl.ome.zarr", labels.astype(np.int32), (0.2,) * 3), min_size=20,
+        block=(16, 32, 32), halo=20, z_margin=6)
+
+    gt_lab = labels[:grid].astype(np.int32)
+    assert metrics["seg_threshold"]["restored"] == {"threshold": t, "rule": rule}
+    for name, volume in (("input", upsample_axis(acquired, factor, axis=0)), ("iso_gt", iso[:grid])):
+        expected = threshold_by_rule(volume, rule)  # the rule alone, no fallback
+        assert metrics["seg_threshold"][name]["rule"] == rule
+        assert metrics["seg_threshold"][name]["threshold"] == pytest.approx(expected, rel=1e-6)
+        assert metrics["seg"][name] == seg_score(gt_lab, segment_nuclei(volume, threshold=expected, min_size=20))
+    assert metrics["seg_threshold"]["one_rule"] is True
+    assert f"Threshold rule: {rule}, for every segmentation" in (tmp_path / "m.md").read_text()
+    assert json.loads((tmp_path / "m.json").read_text())["seg_threshold"]["one_rule"] is True
+
+
+def test_metrics_report_says_when_segmentations_were_thresholded_by_different_rules():
+    metrics = {"factor": 4, "restored_shape": [9, 8, 8], "psnr": {},
+               "seg": {"restored": 0.9, "input": 0.7, "iso_gt": 0.95, "gap_closed": 0.8},
+               "seg_threshold": {"restored": {"threshold": 0.3, "rule": "intermodes"},
+                                 "input": {"threshold": 0.2, "rule": "otsu"},
+                                 "iso_gt": {"threshold": 0.3, "rule": "intermodes"}, "one_rule": False}}
+    md = metrics_markdown(metrics)
+    assert "Threshold rules differ (restored intermodes, input otsu, iso_gt intermodes)" in md
 
 
 def test_series_evaluation_per_time_point_and_channel_equals_in_memory(tmp_path):

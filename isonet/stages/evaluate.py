@@ -17,6 +17,7 @@ import zarr
 from isonet.errors import InputError
 from isonet.metrics import interior_label_ids, psnr_affine, seg_score
 from isonet.provenance import array_sha256, provenance_record
+from isonet.segment import SEG_THRESHOLD_RULES
 from isonet.segment_blocks import DEFAULT_BLOCK, DEFAULT_HALO, DEFAULT_MAX_WINDOW
 from isonet.stages.common import axial_factor, check_output_path
 from isonet.stages.segment import segment_to_zarr
@@ -57,12 +58,22 @@ def _max(volume) -> int:
     return max(int(np.max(volume[z:z + step])) for z in range(0, volume.shape[0], step))
 
 
-def _segmented(volume, path, voxel_size, chunks, block, halo, min_distance, min_size, max_window):
-    """Block-wise labels of ``volume`` in a new OME-Zarr image at ``path`` (level 0, no pyramid)."""
+def _segmented(volume, path, rule, voxel_size, chunks, block, halo, min_distance, min_size, max_window):
+    """Block-wise labels of ``volume`` in a new OME-Zarr image at ``path`` (level 0, no pyramid).
+
+    Returns the labels array and ``{"threshold", "rule"}``, the threshold used.
+    """
     _, level0 = create_ome_zarr(path, volume.shape, np.int32, chunks, voxel_size, name="labels")
-    segment_to_zarr(volume, level0, None, block, halo, min_distance, min_size, log=logger.warning,
-                    max_window=max_window)
-    return level0
+    result = segment_to_zarr(volume, level0, None, block, halo, min_distance, min_size, log=logger.warning,
+                             max_window=max_window, rule=rule)
+    return level0, {"threshold": result["threshold"], "rule": result["threshold_method"]}
+
+
+def _threshold_record(labels_zarr) -> dict:
+    """The threshold the segment stage recorded with the labels: ``{"threshold", "rule"}``, None where absent."""
+    made = _stored_provenance(labels_zarr) or {}
+    rule = made.get("threshold_method")
+    return {"threshold": made.get("threshold"), "rule": rule if rule in SEG_THRESHOLD_RULES else None}
 
 
 def evaluate_stage(
@@ -105,13 +116,16 @@ def evaluate_stage(
             if _max(labels_gt) > 0:
                 restored_labels, _ = read_ome_zarr(restored_labels_zarr)
                 candidates = {"restored": restored_labels}
+                thresholds = {"restored": _threshold_record(restored_labels_zarr)}
+                rule = thresholds["restored"]["rule"] or "intermodes"  # the other volumes follow the restored one's
                 Path(out_json).parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(out_json).parent,
                                                                            prefix=".evaluate-")))
                 segment = (restored_voxel_size, restored_arr.chunks, block, halo, min_distance, min_size, max_window)
-                candidates["input"] = _segmented(cubic, tmp / "input.ome.zarr", *segment)
+                candidates["input"], thresholds["input"] = _segmented(cubic, tmp / "input.ome.zarr", rule, *segment)
                 if "iso_gt" in refs:
-                    candidates["iso_gt"] = _segmented(refs["iso_gt"], tmp / "iso_gt.ome.zarr", *segment)
+                    candidates["iso_gt"], thresholds["iso_gt"] = _segmented(
+                        refs["iso_gt"], tmp / "iso_gt.ome.zarr", rule, *segment)
                 interior = interior_label_ids(labels_gt, z_margin)
                 seg, seg_interior = {}, {"z_margin": float(z_margin), "n_objects": int(len(interior))}
                 for name, labels in candidates.items():
@@ -125,6 +139,12 @@ def evaluate_stage(
                     seg["gap_closed"] = (seg["restored"] - seg["input"]) / gap if gap > 0 else None
                 metrics["seg"] = seg
                 metrics["seg_interior"] = seg_interior
+                rules = {t["rule"] for t in thresholds.values()}
+                metrics["seg_threshold"] = {**{k: thresholds[k] for k in seg if k in thresholds},
+                                            "one_rule": len(rules) == 1 and None not in rules}
+                if None not in rules and len(rules) > 1:
+                    logger.warning("evaluate: the segmentations were thresholded by different rules (%s); "
+                                   "their SEG values are not comparable", _rules_text(thresholds))
                 logger.info("evaluate: SEG %s", {k: (round(v, 4) if v is not None else None) for k, v in seg.items()})
     metrics["provenance"] = provenance_record(
         "evaluate", {"subsample": subsample, "min_distance": min_distance, "min_size": min_size,
@@ -259,6 +279,14 @@ def _stored_provenance(restored_zarr) -> dict | None:
         return None
 
 
+def _rules_text(thresholds: dict) -> str:
+    return ", ".join(f"{k} {v['rule'] or 'unknown'}" for k, v in thresholds.items())
+
+
+def _thresholds_text(thresholds: dict) -> str:
+    return ", ".join(f"{k} {v['threshold']:.4g}" for k, v in thresholds.items() if v["threshold"] is not None)
+
+
 def metrics_markdown(metrics: dict) -> str:
     """A small markdown report of :func:`evaluate_stage`'s (or :func:`evaluate_series_stage`'s) metrics."""
     lines = [f"# Evaluation (axial factor {metrics['factor']:.8g}, restored grid {tuple(metrics['restored_shape'])})", ""]
@@ -294,5 +322,17 @@ def metrics_markdown(metrics: dict) -> str:
                 lines.append(f"| {k} | {seg[k]:.3f} | {'-' if inner is None else f'{inner:.3f}'} |")
         if seg.get("gap_closed") is not None:
             lines.append(f"\nSEG gap closed by restoration: {100 * seg['gap_closed']:.0f} %")
+        thresholds = metrics.get("seg_threshold")
+        if thresholds:
+            per = {k: v for k, v in thresholds.items() if k != "one_rule"}
+            if thresholds["one_rule"]:
+                rule = next(iter(per.values()))["rule"]
+                lines.append(f"\nThreshold rule: {rule}, for every segmentation ({_thresholds_text(per)})")
+            elif any(v["rule"] is None for v in per.values()):
+                lines.append(f"\nThreshold rules: {_rules_text(per)} (the restored labels record none: "
+                             "they were not made by `isonet segment`)")
+            else:
+                lines.append(f"\nThreshold rules differ ({_rules_text(per)}): these SEG values compare "
+                             "different rules, not only the volumes")
         lines.append("")
     return "\n".join(lines)

@@ -47,7 +47,8 @@ def whole_chunks(block: Sequence[int], chunks: Sequence[int]) -> tuple[int, int,
 
 
 def segment_to_zarr(volume, level0, threshold=None, block=DEFAULT_BLOCK, halo=DEFAULT_HALO,
-                    min_distance: int = 5, min_size: int = 64, log=None, max_window=DEFAULT_MAX_WINDOW):
+                    min_distance: int = 5, min_size: int = 64, log=None, max_window=DEFAULT_MAX_WINDOW,
+                    rule: str = "intermodes"):
     """Segment ``volume`` block by block into ``level0`` of a new OME-Zarr image.
 
     ``level0`` is the array :func:`isonet.storage.create_ome_zarr` (or
@@ -62,7 +63,7 @@ def segment_to_zarr(volume, level0, threshold=None, block=DEFAULT_BLOCK, halo=DE
         return segment_nuclei_blocks(volume, level0, scratch, threshold=threshold,
                                      block=whole_chunks(block, level0.chunks), halo=halo,
                                      min_distance=min_distance, min_size=min_size, log=log,
-                                     max_window=max_window)
+                                     max_window=max_window, rule=rule)
     finally:
         del group["scratch"]
 
