@@ -147,6 +147,24 @@ def _modes(volume: np.ndarray, nbins: int) -> list[float]:
     return []
 
 
+def edge_profile(volume, labels, distances=(-8, -6, -4, -2, -1, 1, 2, 4, 6), margin: int = 30) -> dict:
+    """Mean intensity at each signed distance (voxels, < 0 inside) from the GT nuclei's surface.
+
+    Separately for lateral-facing surfaces (GT surface normal within 30° of the lateral plane) and
+    z-facing ones (beyond 60°), planes ``margin``..Z-``margin`` only.
+    """
+    from scipy import ndimage as ndi
+
+    fg = labels > 0
+    signed = np.round(ndi.distance_transform_edt(~fg) - ndi.distance_transform_edt(fg))[margin:-margin]
+    gz, gy, gx = np.gradient(ndi.gaussian_filter(fg.astype(np.float32), 2.0))
+    angle = np.degrees(np.arctan2(np.abs(gz), np.hypot(gy, gx)))[margin:-margin]
+    v = volume[margin:-margin]
+    return {"distances": list(distances),
+            **{name: [float(v[(signed == d) & facing].mean()) for d in distances]
+               for name, facing in (("lateral_facing", angle < 30), ("z_facing", angle > 60))}}
+
+
 def threshold_rules(pred, iso, labels, cubic, z_margin: float = 26.0) -> dict:
     """How much of the restoration's SEG loss is where the Intermodes threshold lands on it."""
     from scipy import ndimage as ndi
@@ -185,6 +203,7 @@ def threshold_rules(pred, iso, labels, cubic, z_margin: float = 26.0) -> dict:
     }
     otsu = {k: seg(v, threshold_by_rule(v, "otsu")) for k, v in (("input", cubic), ("restored", pred), ("iso_gt", iso))}
     out["seg_otsu"] = otsu
+    out["edge_profile"] = {"iso_gt": edge_profile(iso, labels), "restored": edge_profile(mapped, labels)}
 
     def gap(restored, input_, iso_gt):
         return [(r - i) / (g - i) for r, i, g in zip(restored, input_, iso_gt)]
