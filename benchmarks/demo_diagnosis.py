@@ -135,16 +135,12 @@ def cubic_input(run: Path, z: int) -> np.ndarray:
     return np.asarray(view[:z], np.float32).reshape((z,) + tuple(view.shape[-2:]))
 
 
-def _modes(volume: np.ndarray, nbins: int) -> list[float]:
-    """The two modes Intermodes finds: the histogram smoothed until it has exactly two maxima."""
-    lo, hi = float(volume.min()), float(volume.max())
-    h = np.histogram(volume, nbins, (lo, hi))[0].astype(np.float64)
-    for _ in range(10000):
-        peaks = np.flatnonzero((h[1:-1] > h[:-2]) & (h[1:-1] > h[2:])) + 1
-        if len(peaks) == 2:
-            return [lo + (p + 0.5) * (hi - lo) / nbins for p in peaks]
-        h = np.convolve(np.pad(h, 1), np.ones(3) / 3, "valid")
-    return []
+def _modes(volume: np.ndarray) -> list[float]:
+    """The two modes Intermodes finds in ``volume``'s histogram (its threshold is midway between them)."""
+    from isonet.segment import THRESHOLD_BINS, histogram_counts, intensity_range, intermodes_modes
+
+    lo, hi = intensity_range([volume])
+    return list(intermodes_modes(histogram_counts(volume, lo, hi, THRESHOLD_BINS), lo, hi, dtype=volume.dtype))
 
 
 def edge_profile(volume, labels, distances=(-8, -6, -4, -2, -1, 1, 2, 4, 6), margin: int = 30) -> dict:
@@ -170,7 +166,7 @@ def threshold_rules(pred, iso, labels, cubic, z_margin: float = 26.0) -> dict:
     from scipy import ndimage as ndi
 
     from isonet.metrics import interior_label_ids, seg_score
-    from isonet.segment import THRESHOLD_BINS, segment_nuclei, threshold_by_rule
+    from isonet.segment import segment_nuclei, threshold_by_rule
 
     x = pred.ravel()[::7]
     a, b = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), iso.ravel()[::7], rcond=None)[0]
@@ -192,7 +188,7 @@ def threshold_rules(pred, iso, labels, cubic, z_margin: float = 26.0) -> dict:
     out = {
         "intermodes_iso_gt": float(t_iso), "intermodes_restored_in_iso_gt_units": float(t_own),
         "restored_threshold_over_iso_gt": float(t_own / t_iso),
-        "modes_iso_gt": _modes(iso, THRESHOLD_BINS), "modes_restored_in_iso_gt_units": _modes(mapped, THRESHOLD_BINS),
+        "modes_iso_gt": _modes(iso), "modes_restored_in_iso_gt_units": _modes(mapped),
         "median_core_ratio": float(np.median(core_pred[ok] / core_iso[ok])),
         "core_slope": float(np.polyfit(core_iso[ok], core_pred[ok], 1)[0]),
         "rim_ratio": float(mapped[rim].mean() / iso[rim].mean()),

@@ -159,12 +159,31 @@ def intermodes_from_histogram(counts: np.ndarray, lo: float, hi: float, max_iter
     >>> intermodes_from_histogram(np.array([0, 5, 1, 0, 1, 6, 0]), 0.0, 7.0)
     3.5
     """
+    low, high = intermodes_modes(counts, lo, hi, max_iter, dtype)
+    return float(0.5 * (low + high))
+
+
+def intermodes_modes(counts: np.ndarray, lo: float, hi: float, max_iter: int = 10000,
+                     dtype=np.float64) -> tuple[float, float]:
+    """The two modes Intermodes puts its threshold between: the centres of the two maxima of the
+    histogram over ``[lo, hi]`` once smoothed until it has exactly two.
+
+    Raises
+    ------
+    InputError
+        If the histogram is not bimodal after ``max_iter`` smoothing passes.
+
+    Examples
+    --------
+    >>> intermodes_modes(np.array([0, 5, 1, 0, 1, 6, 0]), 0.0, 7.0)
+    (1.5, 5.5)
+    """
     centres = _bin_centres(lo, hi, len(counts), dtype)
     h = np.asarray(counts, dtype=np.float64)
     for _ in range(int(max_iter) + 1):
         peaks = _strict_maxima(h)
         if len(peaks) == 2:
-            return float(0.5 * (centres[peaks[0]] + centres[peaks[1]]))
+            return float(centres[peaks[0]]), float(centres[peaks[1]])
         h = _smooth3(h)
     raise InputError(
         f"intermodes threshold: histogram did not become bimodal after {max_iter} smoothing passes;"
