@@ -72,6 +72,10 @@ VARIANTS = {
     # r2s300l1 (the mean absolute error as the objective) and r2s300carry (the later round keeps the
     # round before's Adam state and has no warm-up)
     **{f"r2s300w{w}": {"train": {**_R2S300, "warmup_steps": w}} for w in (0, 20, 150, 200)},
+    # fourteenth session: four times the default's training (1200 + 400 + 400 steps, three rounds).
+    # One more ran with code that was not kept (no gain): r2s300axial (round 2's pairs from the
+    # xz and yz slices of the restored central planes, degraded along their lateral axis only)
+    "r3s1200": {"train": {**_R2S300, "steps": 1200, "rounds": 3, "refine_steps": 400}},
     "r2s300t32": {"train": {**_R2S300, "precision": "fp32"}},
     "r2s300_p32": {"train": dict(_R2S300), "predict": {"precision": "fp32"}},
 }
