@@ -8,7 +8,11 @@ the demo's own (self-supervised) and the oracle, are then applied, segmented and
 same code here. If the oracle closes far more of the SEG gap, the pairs do not describe the
 acquisition; if it closes about as much, the network and its budget are the limit.
 
-    python benchmarks/demo_oracle.py RUN OUT.json [--steps 600] [--threads 1] [--seed 0] [--bootstrap]
+    python benchmarks/demo_oracle.py RUN OUT.json [--steps 600] [--threads 1] [--seed 0] [--bootstrap] [--rules]
+
+``--rules`` adds, for every model, the threshold diagnosis of ``demo_diagnosis.py --rules``
+(Intermodes against iso-GT's, SEG at iso-GT's threshold and under Otsu, the edge profile by
+surface direction) on the workflow's restored grid.
 
 ``--bootstrap`` adds a second self-supervised round a user could run: the same training, but with
 pairs drawn from the lateral planes of the first round's restoration instead of the acquisition's
@@ -131,6 +135,9 @@ def main() -> None:
     p.add_argument("--control", action="store_true",
                    help="later rounds train on the acquisition's planes again (the extra steps without new pairs)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle (with --bootstrap)")
+    p.add_argument("--rules", action="store_true",
+                   help="also each model's threshold rules and edge profile on the workflow's grid "
+                        "(demo_diagnosis.threshold_rules: is the restoration domed along z?)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     syn = a.run / "resources/synthetic/demo"
@@ -178,6 +185,15 @@ def main() -> None:
         models["oracle"] = train_oracle(up, target, a, result)
     for name in list(models):
         result[name] = score(restore(name)[:n], gt, iso, labels)
+    if a.rules:
+        from demo_diagnosis import cubic_input, load, threshold_rules  # this folder is on sys.path
+
+        wf_pred, wf_iso, wf_labels = load(a.run)
+        z = wf_pred.shape[0]  # the workflow's restored grid, which the diagnosis of its runs measures
+        cubic = cubic_input(a.run, z)
+        for name in models:
+            result[name]["threshold_rules"] = threshold_rules(restore(name)[:z].astype(np.float32), wf_iso,
+                                                              wf_labels, cubic)
     result["input_cubic"] = score(norm.invert(up), gt, iso, labels)
     result["iso_gt"] = score(iso, gt, iso, labels)
     gap = result["iso_gt"]["seg"] - result["input_cubic"]["seg"]
